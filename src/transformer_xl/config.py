@@ -1,0 +1,292 @@
+"""Configuration dataclasses and the released presets.
+
+Configs are kw-only stdlib dataclasses validated in ``__post_init__``; invalid values raise
+:class:`ConfigError` (a :class:`TransformerXLError`) with the offending values in the message.
+Field names follow the original release, with two documented aliases: ``seg_len`` is the original
+``tgt_len`` and ``attn_dropout`` is the original ``dropatt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+__all__ = [
+    "ATTENTION_TYPES",
+    "ConfigError",
+    "EvalLengths",
+    "ModelConfig",
+    "PRESET_NAMES",
+    "TransformerXLError",
+    "preset_eval_lengths",
+]
+
+
+class TransformerXLError(Exception):
+    """An error the user can cause and fix (bad value, missing file, mismatched checkpoint).
+
+    The command line prints its message on one line and exits with status 2, without a traceback.
+    """
+
+
+class ConfigError(TransformerXLError, ValueError):
+    """A configuration value is invalid."""
+
+
+# The four attention variants of the paper's ablation (Table 6), one class each in model/attention.py.
+ATTENTION_TYPES = ("xl", "shaw", "vaswani", "al-rfou")
+ATTENTION_IMPLS = ("sdpa", "explicit")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Every option of the original Transformer-XL model.
+
+    Lengths (``seg_len``, ``mem_len``, ``ext_len``, ``clamp_len``, ``same_length``) are the training
+    values; evaluation may use others (see :meth:`with_lengths` and :class:`EvalLengths`).
+    """
+
+    n_token: int  # vocabulary size V
+    n_layer: int = 12  # number of decoder layers L
+    n_head: int = 8  # attention heads H
+    d_model: int = 512  # hidden size C
+    d_head: int = 64  # size of one head D
+    d_inner: int = 2048  # inner size of the position-wise feed-forward
+    d_embed: int | None = None  # embedding size before projection; None means d_model
+    dropout: float = 0.1  # on embeddings, positional embeddings, residual branches, softmax input
+    attn_dropout: float = 0.0  # on attention probabilities (original: dropatt)
+    seg_len: int = 128  # tokens predicted per segment T (original: tgt_len)
+    mem_len: int = 128  # cached hidden states per layer M (0: no recurrence)
+    ext_len: int = 0  # extended context: trailing tokens re-fed as context, kept out of memory
+    clamp_len: int = -1  # relative distances beyond this share one encoding; <= 0: no clamping
+    same_length: bool = False  # every query attends to the same number of keys (at most mem_len)
+    pre_norm: bool = False  # layer norm before each sub-layer instead of after (original: pre_lnorm)
+    untie_rel_bias: bool = False  # per-layer u and v instead of global ones (original: untie_r)
+    attn_type: str = "xl"  # one of ATTENTION_TYPES
+    attn_impl: str = "sdpa"  # "sdpa": torch's fused attention with the positional term as a bias
+    cutoffs: tuple[int, ...] = ()  # adaptive embedding / softmax cluster boundaries; () is plain
+    div_val: int = 1  # embedding size divisor per cluster (adaptive input)
+    tie_weight: bool = True  # share the word embedding and softmax output weights
+    tie_projs: tuple[bool, ...] | None = None  # per cluster: share the projection; None: (False, True, ...)
+    init_std: float = 0.02  # std of the normal initialisation of weights
+    proj_init_std: float = 0.01  # std of the normal initialisation of projections
+    gradient_checkpointing: bool = False  # recompute layer activations in backward to save memory
+
+    def __post_init__(self) -> None:
+        # Normalise sequence fields coming from JSON/TOML (lists) into tuples, and fill defaults.
+        object.__setattr__(self, "cutoffs", tuple(int(c) for c in self.cutoffs))
+        if self.d_embed is None:
+            object.__setattr__(self, "d_embed", self.d_model)
+        if self.tie_projs is None:
+            object.__setattr__(self, "tie_projs", (False,) + (True,) * len(self.cutoffs))
+        else:
+            object.__setattr__(self, "tie_projs", tuple(bool(t) for t in self.tie_projs))
+        self._validate()
+
+    def _validate(self) -> None:
+        for name in ("n_token", "n_layer", "n_head", "d_model", "d_head", "d_inner", "d_embed", "seg_len"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                     f"{name} must be a positive integer, got {value!r}")
+        for name in ("mem_len", "ext_len"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                     f"{name} must be a non-negative integer, got {value!r}")
+        _require(isinstance(self.clamp_len, int), f"clamp_len must be an integer, got {self.clamp_len!r}")
+        for name in ("dropout", "attn_dropout"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
+        for name in ("init_std", "proj_init_std"):
+            _require(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)!r}")
+        _require(self.attn_type in ATTENTION_TYPES,
+                 f"attn_type must be one of {ATTENTION_TYPES}, got {self.attn_type!r}")
+        _require(self.attn_impl in ATTENTION_IMPLS,
+                 f"attn_impl must be one of {ATTENTION_IMPLS}, got {self.attn_impl!r}")
+        _require(self.d_model % 2 == 0, f"d_model must be even for the sinusoid encoding, got {self.d_model}")
+        cut = self.cutoffs
+        _require(all(a < b for a, b in zip((0,) + cut, cut + (self.n_token,))),
+                 f"cutoffs must increase strictly within (0, n_token={self.n_token}), got {list(cut)}")
+        _require(isinstance(self.div_val, int) and self.div_val >= 1, f"div_val must be >= 1, got {self.div_val!r}")
+        smallest = self.d_embed // (self.div_val ** len(cut))
+        _require(smallest >= 1,
+                 f"d_embed={self.d_embed} // div_val={self.div_val}**{len(cut)} leaves an empty embedding")
+        _require(len(self.tie_projs) == len(cut) + 1,
+                 f"tie_projs needs one entry per cluster ({len(cut) + 1}), got {list(self.tie_projs)}")
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def n_clusters(self) -> int:
+        return len(self.cutoffs)
+
+    @property
+    def max_klen(self) -> int:
+        """Longest attention span at the training lengths: ext_len + seg_len + mem_len."""
+        return self.seg_len + self.ext_len + self.mem_len
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with some fields changed (validated again)."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        _require(not unknown, f"unknown ModelConfig field(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def with_lengths(self, *, seg_len: int | None = None, mem_len: int | None = None,
+                     ext_len: int | None = None, clamp_len: int | None = None,
+                     same_length: bool | None = None) -> "ModelConfig":
+        """A copy with other attention lengths, as evaluation uses (paper: longer memory at test)."""
+        changes = {k: v for k, v in dict(seg_len=seg_len, mem_len=mem_len, ext_len=ext_len,
+                                         clamp_len=clamp_len, same_length=same_length).items() if v is not None}
+        return self.replace(**changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["cutoffs"] = list(self.cutoffs)
+        d["tie_projs"] = list(self.tie_projs)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        _require(not unknown, f"unknown ModelConfig field(s): {sorted(unknown)}")
+        return cls(**dict(data))
+
+    def save_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load_json(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"model config not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"model config {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """The model of a named preset; ``overrides`` change fields (e.g. ``n_token`` for your vocabulary)."""
+        if name not in _PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+        model, _ = _PRESETS[name]()
+        return model.replace(**overrides) if overrides else model
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalLengths:
+    """Attention lengths used at evaluation (the paper evaluates with longer memory than it trains)."""
+
+    seg_len: int
+    mem_len: int
+    clamp_len: int = -1
+    same_length: bool = True
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets. The paper's models use the hyper-parameters of the released run scripts
+# (scripts/run_{wt103,enwik8,text8,lm1b}_{base,large}.sh): training lengths in the model config,
+# evaluation lengths alongside. Small CPU presets: `char-small` and `word-small` are the
+# benchmark configs C and W; `tiny` is for tests and smoke runs.
+
+WT103_VOCAB = 267_735
+LM1B_VOCAB = 793_471
+ENWIK8_VOCAB = 204
+TEXT8_VOCAB = 27
+
+
+def _wt103_base() -> tuple[ModelConfig, EvalLengths]:
+    return (ModelConfig(n_token=WT103_VOCAB, n_layer=16, d_model=410, n_head=10, d_head=41, d_inner=2100,
+                        dropout=0.1, attn_dropout=0.0, seg_len=150, mem_len=150,
+                        cutoffs=(20000, 40000, 200000), div_val=1),
+            EvalLengths(seg_len=64, mem_len=640, clamp_len=400, same_length=True))
+
+
+def _wt103_large() -> tuple[ModelConfig, EvalLengths]:
+    return (ModelConfig(n_token=WT103_VOCAB, n_layer=18, d_model=1024, n_head=16, d_head=64, d_inner=4096,
+                        dropout=0.2, attn_dropout=0.2, seg_len=384, mem_len=384,
+                        cutoffs=(20000, 40000, 200000), div_val=4),
+            EvalLengths(seg_len=128, mem_len=1600, clamp_len=1000, same_length=True))
+
+
+def _enwik8_base() -> tuple[ModelConfig, EvalLengths]:
+    return (ModelConfig(n_token=ENWIK8_VOCAB, n_layer=12, d_model=512, n_head=8, d_head=64, d_inner=2048,
+                        dropout=0.1, attn_dropout=0.0, seg_len=512, mem_len=512),
+            EvalLengths(seg_len=80, mem_len=2100, clamp_len=820, same_length=True))
+
+
+def _enwik8_large() -> tuple[ModelConfig, EvalLengths]:
+    return (ModelConfig(n_token=ENWIK8_VOCAB, n_layer=24, d_model=1024, n_head=8, d_head=128, d_inner=3072,
+                        dropout=0.15, attn_dropout=0.15, seg_len=768, mem_len=768),
+            EvalLengths(seg_len=128, mem_len=3800, clamp_len=1000, same_length=True))
+
+
+def _text8_large() -> tuple[ModelConfig, EvalLengths]:
+    model, lengths = _enwik8_large()
+    return model.replace(n_token=TEXT8_VOCAB), lengths
+
+
+def _lm1b_base() -> tuple[ModelConfig, EvalLengths]:
+    return (ModelConfig(n_token=LM1B_VOCAB, n_layer=18, d_model=1024, n_head=8, d_head=128, d_inner=4096,
+                        dropout=0.0, attn_dropout=0.0, seg_len=32, mem_len=32,
+                        cutoffs=(60000, 100000, 640000), div_val=4, tie_projs=(False,) * 4),
+            EvalLengths(seg_len=32, mem_len=64, clamp_len=-1, same_length=True))
+
+
+def _lm1b_large() -> tuple[ModelConfig, EvalLengths]:
+    return (ModelConfig(n_token=LM1B_VOCAB, n_layer=24, d_model=1280, n_head=16, d_head=80, d_inner=8192,
+                        dropout=0.05, attn_dropout=0.05, seg_len=32, mem_len=32,
+                        cutoffs=(60000, 100000, 640000), div_val=4, tie_projs=(False,) * 4),
+            EvalLengths(seg_len=32, mem_len=64, clamp_len=-1, same_length=True))
+
+
+def _char_small() -> tuple[ModelConfig, EvalLengths]:
+    # Benchmark config C: byte level, fits a laptop CPU.
+    return (ModelConfig(n_token=256, n_layer=6, d_model=256, n_head=8, d_head=32, d_inner=1024,
+                        dropout=0.1, seg_len=128, mem_len=128),
+            EvalLengths(seg_len=64, mem_len=640, clamp_len=-1, same_length=True))
+
+
+def _word_small() -> tuple[ModelConfig, EvalLengths]:
+    # Benchmark config W: word level with an adaptive softmax.
+    return (ModelConfig(n_token=32000, n_layer=4, d_model=256, n_head=8, d_head=32, d_inner=1024,
+                        dropout=0.1, seg_len=128, mem_len=128, cutoffs=(2000, 8000), div_val=4),
+            EvalLengths(seg_len=64, mem_len=640, clamp_len=-1, same_length=True))
+
+
+def _tiny() -> tuple[ModelConfig, EvalLengths]:
+    return (ModelConfig(n_token=256, n_layer=2, d_model=64, n_head=2, d_head=32, d_inner=128,
+                        dropout=0.0, seg_len=32, mem_len=32),
+            EvalLengths(seg_len=16, mem_len=96, clamp_len=-1, same_length=True))
+
+
+_PRESETS: dict[str, Callable[[], tuple[ModelConfig, EvalLengths]]] = {
+    "wt103-base": _wt103_base,
+    "wt103-large": _wt103_large,
+    "enwik8-base": _enwik8_base,
+    "enwik8-large": _enwik8_large,
+    "text8-large": _text8_large,
+    "lm1b-base": _lm1b_base,
+    "lm1b-large": _lm1b_large,
+    "char-small": _char_small,
+    "word-small": _word_small,
+    "tiny": _tiny,
+}
+PRESET_NAMES = tuple(_PRESETS)
+
+
+def preset_eval_lengths(name: str) -> EvalLengths:
+    """The evaluation lengths the released scripts use for a preset."""
+    if name not in _PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    return _PRESETS[name]()[1]

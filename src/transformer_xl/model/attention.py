@@ -1,0 +1,242 @@
+"""Multi-head attention over [memory ; segment] and the four positional variants of the paper's ablation.
+
+Each variant is one small class; they share the projections, masking, softmax and output path of
+:class:`MultiHeadAttention` and differ only in how positions enter:
+
+- :class:`XLRelativeAttention` (default, paper section 3.3): score = (q + u)·k + (q + v)·W_kR R_{i-j}.
+- :class:`ShawRelativeAttention` (Shaw et al. 2018): a learned embedding and bias per distance.
+- :class:`VaswaniAbsoluteAttention`: the sinusoid added to the attention input at every layer.
+- :class:`AlRfouAbsoluteAttention` (Al-Rfou et al. 2019): a learned absolute embedding per layer.
+
+The positional term of the relative variants is computed once per forward for all batch elements
+(shape (H, K, D)) and aligned with :func:`rel_shift`. Two execution paths give the same result:
+``explicit`` (matmul, mask, softmax, matmul) and ``sdpa`` (torch's scaled_dot_product_attention with
+the positional term as an additive bias).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+
+
+# --------------------------------------------------------------------------------------------------
+def rel_shift(scores: Tensor) -> Tensor:
+    """Align position scores to query-key pairs: out[..., i, j] = scores[..., i, j + T - 1 - i].
+
+    ``scores[..., i, c]`` holds query i against the encoding of distance K-1-c (the encodings are laid
+    out from the farthest distance K-1 down to 0). Query i sits at key position M + i, so the pair
+    (i, j) needs distance M + i - j, i.e. column j + T - 1 - i. In the flattened (T, K) block that is
+    element i*(K-1) + j + (T-1): a strided view with row stride K-1 and offset T-1, no copy. Entries
+    with j > M + i (the future, always masked) read neighbouring values and must stay masked.
+    """
+    *lead, qlen, klen = scores.shape
+    scores = scores.contiguous()
+    strides = list(scores.stride())
+    strides[-2] = klen - 1
+    return scores.as_strided((*lead, qlen, klen), strides, scores.storage_offset() + qlen - 1)
+
+
+def attention_mask(*, qlen: int, mlen: int, mem_len: int, same_length: bool,
+                   device: torch.device) -> Tensor:
+    """Boolean (T, K) mask, True where query i may NOT attend key j.
+
+    Causal over [memory ; segment]: key j is visible to query i when j <= M + i. With ``same_length``
+    every query also sees at most max(mem_len, 1) most recent positions (itself included), the
+    original's rule; the max keeps a row from being fully masked when mem_len is 0.
+    """
+    query = torch.arange(qlen, device=device)[:, None] + mlen  # (T, 1) key position of each query
+    key = torch.arange(mlen + qlen, device=device)[None, :]  # (1, K)
+    mask = key > query
+    if same_length:
+        mask = mask | (query - key >= max(mem_len, 1))
+    return mask  # (T, K)
+
+
+@dataclass
+class AttentionContext:
+    """What every layer of one forward shares: lengths, mask, positional encodings, global biases."""
+
+    qlen: int
+    mlen: int
+    mask: Tensor  # (T, K) bool, True = blocked
+    pos_emb: Tensor | None = None  # (K, C) sinusoid of distances K-1..0 (after dropout), when used
+    r_w_bias: Tensor | None = None  # (H, D) global u, unless untie_rel_bias
+    r_r_bias: Tensor | None = None  # (H, D) global v, unless untie_rel_bias
+
+    @property
+    def klen(self) -> int:
+        return self.qlen + self.mlen
+
+
+def _distance_index(klen: int, table_size: int, device: torch.device) -> Tensor:
+    """Row of a per-distance table for keys j = 0..K-1 (distance K-1-j), clamped at the table's end."""
+    return torch.arange(klen - 1, -1, -1, device=device).clamp(max=table_size - 1)  # (K,)
+
+
+# --------------------------------------------------------------------------------------------------
+class MultiHeadAttention(nn.Module):
+    """Shared machinery: fused QKV projection, masking, softmax, output projection, residual + norm.
+
+    Subclasses override :meth:`add_positions` (absolute variants) or :meth:`position_terms`
+    (relative variants). Parameter names follow the original release.
+    """
+
+    uses_sinusoid = False  # the model computes AttentionContext.pos_emb when any layer needs it
+    uses_global_rel_bias = False  # the model owns u and v shared by all layers (unless untied)
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_head, self.d_head, self.d_model = config.n_head, config.d_head, config.d_model
+        self.pre_norm = config.pre_norm
+        self.impl = config.attn_impl
+        self.scale = 1.0 / math.sqrt(config.d_head)
+        self.attn_dropout = config.attn_dropout
+        inner = config.n_head * config.d_head
+        self.qkv_net = nn.Linear(config.d_model, 3 * inner, bias=False)
+        self.o_net = nn.Linear(inner, config.d_model, bias=False)
+        self.layer_norm = nn.LayerNorm(config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.dropatt = nn.Dropout(config.attn_dropout)
+
+    # Hooks ----------------------------------------------------------------------------------------
+    def add_positions(self, x: Tensor, ctx: AttentionContext) -> Tensor:
+        """Absolute variants add position embeddings to the attention input (B, K, C)."""
+        return x
+
+    def position_terms(self, q: Tensor, ctx: AttentionContext) -> tuple[Tensor, Tensor | None]:
+        """The query for the content term, and an unscaled (B|1, H, T, K) positional score or None."""
+        return q, None
+
+    # Forward --------------------------------------------------------------------------------------
+    def _project(self, x: Tensor, qlen: int) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, K, C) -> q (B, H, T, D) from the last T rows; k, v (B, H, K, D) from all rows."""
+        bsz, klen, _ = x.shape
+        inner = self.n_head * self.d_head
+        if klen == qlen:
+            q, k, v = self.qkv_net(x).split(inner, dim=-1)  # 3 x (B, K, H*D)
+        else:
+            weight = self.qkv_net.weight  # (3*H*D, C): queries only for the segment, not the memory
+            q = F.linear(x[:, -qlen:], weight[:inner])  # (B, T, H*D)
+            k, v = F.linear(x, weight[inner:]).split(inner, dim=-1)  # 2 x (B, K, H*D)
+        q = q.view(bsz, qlen, self.n_head, self.d_head).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(bsz, klen, self.n_head, self.d_head).transpose(1, 2)  # (B, H, K, D)
+        v = v.view(bsz, klen, self.n_head, self.d_head).transpose(1, 2)  # (B, H, K, D)
+        return q, k, v
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor | None, mask: Tensor) -> Tensor:
+        """softmax(scale * (q·k + pos) masked) · v -> (B, H, T, D)."""
+        if self.impl == "sdpa":
+            bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device) if pos is None else pos * self.scale
+            bias = bias.masked_fill(mask, float("-inf"))  # (B|1, H|1, T, K)
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale)
+        scores = q @ k.transpose(-1, -2)  # (B, H, T, D) @ (B, H, D, K) -> (B, H, T, K)
+        if pos is not None:
+            scores = scores + pos
+        scores = (scores * self.scale).masked_fill(mask, float("-inf"))
+        probs = self.dropatt(torch.softmax(scores.float(), dim=-1).to(v.dtype))
+        return probs @ v  # (B, H, T, K) @ (B, H, K, D) -> (B, H, T, D)
+
+    def forward(self, h: Tensor, *, mem: Tensor | None, ctx: AttentionContext) -> Tensor:
+        """h (B, T, C), mem (B, M, C) or None -> (B, T, C) after the residual connection and norm."""
+        bsz, qlen, _ = h.shape
+        cat = h if mem is None else torch.cat([mem.to(h.dtype), h], dim=1)  # (B, K, C)
+        x = self.layer_norm(cat) if self.pre_norm else cat
+        q, k, v = self._project(self.add_positions(x, ctx), qlen)
+        q, pos = self.position_terms(q, ctx)
+        attn = self._attend(q, k, v, pos, ctx.mask)  # (B, H, T, D)
+        out = self.o_net(attn.transpose(1, 2).reshape(bsz, qlen, self.n_head * self.d_head))  # (B, T, C)
+        out = self.drop(out)
+        return h + out if self.pre_norm else self.layer_norm(h + out)
+
+
+class XLRelativeAttention(MultiHeadAttention):
+    """Transformer-XL relative attention (paper section 3.3, terms (a)+(c) and (b)+(d))."""
+
+    uses_sinusoid = True
+    uses_global_rel_bias = True
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.r_net = nn.Linear(config.d_model, config.n_head * config.d_head, bias=False)  # W_{k,R}
+        if config.untie_rel_bias:
+            self.r_w_bias = nn.Parameter(torch.empty(config.n_head, config.d_head))  # u
+            self.r_r_bias = nn.Parameter(torch.empty(config.n_head, config.d_head))  # v
+        else:
+            self.r_w_bias = self.r_r_bias = None
+
+    def position_terms(self, q: Tensor, ctx: AttentionContext) -> tuple[Tensor, Tensor]:
+        assert ctx.pos_emb is not None
+        u = self.r_w_bias if self.r_w_bias is not None else ctx.r_w_bias
+        v = self.r_r_bias if self.r_r_bias is not None else ctx.r_r_bias
+        klen = ctx.klen
+        r = self.r_net(ctx.pos_emb.to(q.dtype)).view(klen, self.n_head, self.d_head).transpose(0, 1)  # (H, K, D)
+        bd = (q + v[:, None, :].to(q.dtype)) @ r.transpose(-1, -2)  # (B, H, T, D) @ (H, D, K) -> (B, H, T, K)
+        return q + u[:, None, :].to(q.dtype), rel_shift(bd)
+
+
+class ShawRelativeAttention(MultiHeadAttention):
+    """Shaw et al. (2018) style: learned per-distance key embeddings and biases (original attn_type 1).
+
+    Distances beyond the table (seg_len + ext_len + mem_len at construction) share its last row.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.table_size = config.max_klen
+        self.r_emb = nn.Parameter(torch.empty(self.table_size, config.n_head, config.d_head))  # by distance
+        self.r_bias = nn.Parameter(torch.empty(self.table_size, config.n_head))  # by distance
+        self.r_w_bias = nn.Parameter(torch.empty(config.n_head, config.d_head))
+
+    def position_terms(self, q: Tensor, ctx: AttentionContext) -> tuple[Tensor, Tensor]:
+        index = _distance_index(ctx.klen, self.table_size, q.device)
+        r_emb = self.r_emb[index].transpose(0, 1).to(q.dtype)  # (H, K, D)
+        r_bias = self.r_bias[index].t().to(q.dtype)  # (H, K)
+        bd = q @ r_emb.transpose(-1, -2) + r_bias[:, None, :]  # (B, H, T, D) @ (H, D, K) -> (B, H, T, K)
+        return q + self.r_w_bias[:, None, :].to(q.dtype), rel_shift(bd)
+
+
+class VaswaniAbsoluteAttention(MultiHeadAttention):
+    """The sinusoid of positions added to the attention input of every layer (original attn_type 2).
+
+    Positions count back from the last key (K-1 ... 0), as the original, so a segment's own tokens
+    get the same encodings whatever the memory length.
+    """
+
+    uses_sinusoid = True
+
+    def add_positions(self, x: Tensor, ctx: AttentionContext) -> Tensor:
+        assert ctx.pos_emb is not None
+        return x + ctx.pos_emb.to(x.dtype)  # (B, K, C) + (K, C)
+
+
+class AlRfouAbsoluteAttention(MultiHeadAttention):
+    """Learned absolute position embeddings in every layer (Al-Rfou et al. 2019; original attn_type 3).
+
+    The vanilla baseline: trained without recurrence (mem_len 0). Positions count back from the last
+    key; positions beyond the table share its last row.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.table_size = config.max_klen
+        self.r_emb = nn.Parameter(torch.empty(self.table_size, config.d_model))
+
+    def add_positions(self, x: Tensor, ctx: AttentionContext) -> Tensor:
+        index = _distance_index(ctx.klen, self.table_size, x.device)
+        return x + self.r_emb[index].to(x.dtype)  # (B, K, C) + (K, C)
+
+
+ATTENTION_CLASSES: dict[str, type[MultiHeadAttention]] = {
+    "xl": XLRelativeAttention,
+    "shaw": ShawRelativeAttention,
+    "vaswani": VaswaniAbsoluteAttention,
+    "al-rfou": AlRfouAbsoluteAttention,
+}
