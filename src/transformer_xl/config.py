@@ -290,3 +290,9 @@ def preset_eval_lengths(name: str) -> EvalLengths:
     if name not in _PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
     return _PRESETS[name]()[1]
+
+
+# === data configs (DataConfig) ===
+
+
+# === training and evaluation configs (OptimConfig, TrainConfig, EvalConfig) ===
