@@ -141,7 +141,9 @@ class MultiHeadAttention(nn.Module):
         if pos is not None:
             scores = scores + pos
         scores = (scores * self.scale).masked_fill(mask, float("-inf"))
-        probs = self.dropatt(torch.softmax(scores.float(), dim=-1).to(v.dtype))
+        low_precision = scores.dtype in (torch.float16, torch.bfloat16)
+        probs = torch.softmax(scores.float() if low_precision else scores, dim=-1).to(v.dtype)
+        probs = self.dropatt(probs)
         return probs @ v  # (B, H, T, K) @ (B, H, K, D) -> (B, H, T, D)
 
     def forward(self, h: Tensor, *, mem: Tensor | None, ctx: AttentionContext) -> Tensor:

@@ -19,6 +19,11 @@ from ..config import ModelConfig
 from .embedding import cluster_bounds, cluster_dims
 
 
+def _full_precision(logits: Tensor) -> Tensor:
+    """Log-softmax in at least float32 (autocast may hand us bf16/fp16 logits); float64 stays float64."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 class ProjectedAdaptiveLogSoftmax(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -67,7 +72,7 @@ class ProjectedAdaptiveLogSoftmax(nn.Module):
         return F.linear(hidden, weight, bias)  # (N, V_i)
 
     def _head_log_probs(self, hidden: Tensor) -> Tensor:
-        return F.log_softmax(self._logits(hidden, *self._cluster_params(0)).float(), dim=-1)
+        return F.log_softmax(_full_precision(self._logits(hidden, *self._cluster_params(0))), dim=-1)
 
     # ----------------------------------------------------------------------------------------------
     def forward(self, hidden: Tensor, targets: Tensor) -> Tensor:
@@ -87,18 +92,18 @@ class ProjectedAdaptiveLogSoftmax(nn.Module):
                 lp = head_lp.index_select(0, index).gather(1, target_i[:, None]).squeeze(1)
             else:
                 tail_lp = F.log_softmax(
-                    self._logits(hidden.index_select(0, index), *self._cluster_params(i)).float(), dim=-1)
+                    _full_precision(self._logits(hidden.index_select(0, index), *self._cluster_params(i))), dim=-1)
                 lp = head_lp[index, self.shortlist + i - 1] + tail_lp.gather(1, target_i[:, None]).squeeze(1)
             nll = nll.index_copy(0, index, -lp)
         return nll
 
     def log_probs(self, hidden: Tensor) -> Tensor:
-        """Full log-probabilities over the vocabulary: hidden (N, C) -> (N, V), in float32."""
+        """Full log-probabilities over the vocabulary: hidden (N, C) -> (N, V), at least float32."""
         head_lp = self._head_log_probs(hidden)  # (N, shortlist + n_clusters)
         if self.n_clusters == 0:
             return head_lp
         parts = [head_lp[:, : self.shortlist]]
         for i in range(1, self.n_clusters + 1):
-            tail_lp = F.log_softmax(self._logits(hidden, *self._cluster_params(i)).float(), dim=-1)
+            tail_lp = F.log_softmax(_full_precision(self._logits(hidden, *self._cluster_params(i))), dim=-1)
             parts.append(head_lp[:, self.shortlist + i - 1, None] + tail_lp)  # (N, V_i)
         return torch.cat(parts, dim=-1)  # (N, V)
