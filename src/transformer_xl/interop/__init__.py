@@ -1,0 +1,11 @@
+"""Weight import and export of other Transformer-XL implementations.
+
+- :mod:`.hf`: Hugging Face TransfoXL checkpoint directories (config.json + model.safetensors or
+  pytorch_model.bin read with ``weights_only=True``), both directions.
+- :mod:`.original`: the original release's and NVIDIA's pickled PyTorch checkpoints, only behind an
+  explicit unsafe flag and through an unpickler restricted to an allow-list of classes.
+"""
+
+from .hf import config_from_hf, config_to_hf, export_hf, import_hf, read_text_vocab, zero_memory
+
+__all__ = ["config_from_hf", "config_to_hf", "export_hf", "import_hf", "read_text_vocab", "zero_memory"]
