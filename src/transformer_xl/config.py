@@ -296,3 +296,139 @@ def preset_eval_lengths(name: str) -> EvalLengths:
 
 
 # === training and evaluation configs (OptimConfig, TrainConfig, EvalConfig) ===
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("cosine", "inv_sqrt", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule (the paper: Adam, linear warmup then cosine annealing)."""
+
+    optimizer: str = "adam"  # "adam" or "adamw"
+    lr: float = 2.5e-4  # peak learning rate
+    lr_min: float = 0.0  # floor the cosine schedule decays to (original: eta_min)
+    schedule: str = "cosine"  # "cosine" (warmup then cosine), "inv_sqrt" or "constant" (after warmup)
+    warmup_steps: int = 0  # linear warmup from 0 to lr
+    decay_steps: int = 0  # length of the cosine decay; 0: train.max_steps
+    weight_decay: float = 0.0  # decoupled with adamw, L2 with adam
+    beta1: float = 0.9  # Adam beta1
+    beta2: float = 0.999  # Adam beta2
+    eps: float = 1e-8  # Adam epsilon
+    clip: float = 0.25  # gradient norm clipping; 0 disables
+
+    def __post_init__(self) -> None:
+        _require(self.optimizer in OPTIMIZERS, f"optim.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        _require(self.schedule in SCHEDULES, f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _require(self.lr > 0, f"optim.lr must be positive, got {self.lr!r}")
+        _require(0 <= self.lr_min <= self.lr, f"optim.lr_min must be in [0, lr={self.lr}], got {self.lr_min!r}")
+        for name in ("warmup_steps", "decay_steps"):
+            _require(getattr(self, name) >= 0, f"optim.{name} must be >= 0, got {getattr(self, name)!r}")
+        _require(self.weight_decay >= 0 and self.clip >= 0 and self.eps > 0,
+                 f"optim.weight_decay, clip >= 0 and eps > 0 needed; got {self.weight_decay}, {self.clip}, {self.eps}")
+        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+                 f"optim.beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """The training loop: batch, length of the run, cadence of logging, evaluation and checkpoints."""
+
+    batch_size: int = 22  # global number of parallel streams, split evenly over the processes
+    grad_accum: int = 1  # chunks per step (original: batch_chunk); each chunk keeps its own memory
+    max_steps: int = 1000  # optimiser steps in the whole run
+    max_time: float = 0.0  # seconds; stop and save once exceeded (0: no limit)
+    log_every: int = 10  # steps between metric lines
+    eval_every: int = 200  # steps between validation runs (0: only at the end)
+    eval_batch_size: int = 10  # streams in validation
+    eval_max_tokens: int = 0  # tokens of the validation split scored (0: all of it)
+    save_every: int = 200  # steps between checkpoints of last/ (0: only at the end)
+    seed: int = 1111  # seeds initialisation and dropout
+    precision: str = "fp32"  # "fp32", "bf16" (autocast, CPU or CUDA) or "fp16" (CUDA, with a grad scaler)
+    compile: bool = False  # torch.compile the model
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    tensorboard: bool = True  # also log to TensorBoard when it is installed
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_batch_size"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value > 0, f"train.{name} must be a positive integer, got {value!r}")
+        for name in ("log_every", "eval_every", "eval_max_tokens", "save_every"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 0, f"train.{name} must be >= 0, got {value!r}")
+        _require(self.max_time >= 0, f"train.max_time must be >= 0, got {self.max_time!r}")
+        _require(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        _require(self.batch_size % self.grad_accum == 0,
+                 f"train.batch_size={self.batch_size} must be divisible by train.grad_accum={self.grad_accum}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Evaluation lengths and extent; None means the checkpoint's training value."""
+
+    split: str = "test"  # which split of the prepared data
+    batch_size: int = 1  # parallel streams; every token is still scored exactly once
+    seg_len: int | None = None  # tokens per segment (None: the training seg_len)
+    mem_len: int | None = None  # memory length (None: the training mem_len)
+    clamp_len: int | None = None  # clamp relative distances (None: the training value)
+    same_length: bool | None = None  # every query sees the same number of keys (None: training value)
+    warmup: int = 0  # tokens of context before each stream's first scored token (full memory)
+    max_tokens: int = 0  # score at most this many tokens (0: the whole split)
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size > 0, f"eval.batch_size must be positive, got {self.batch_size!r}")
+        _require(self.seg_len is None or self.seg_len > 0, f"eval.seg_len must be positive, got {self.seg_len!r}")
+        _require(self.mem_len is None or self.mem_len >= 0, f"eval.mem_len must be >= 0, got {self.mem_len!r}")
+        _require(self.warmup >= 0 and self.max_tokens >= 0,
+                 f"eval.warmup and eval.max_tokens must be >= 0, got {self.warmup}, {self.max_tokens}")
+
+
+def _section_from_dict(cls: type, data: Mapping[str, Any], section: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"[{section}] must be a table, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    _require(not unknown, f"unknown {section} field(s) {unknown}; known: {sorted(known)}")
+    try:
+        return cls(**dict(data))
+    except TypeError as exc:
+        raise ConfigError(f"[{section}]: {exc}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything a training run needs besides the data: saved with every checkpoint (run.json)."""
+
+    model: ModelConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    SECTIONS = {"optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "optim": dataclasses.asdict(self.optim),
+                "train": dataclasses.asdict(self.train), "eval": dataclasses.asdict(self.eval)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        unknown = sorted(set(data) - {"model", *cls.SECTIONS})
+        _require(not unknown, f"unknown config section(s) {unknown}; known: model, optim, train, eval")
+        _require("model" in data, "the run config has no [model] section")
+        model = ModelConfig.from_dict(data["model"])
+        sections = {name: _section_from_dict(kind, data.get(name, {}), name) for name, kind in cls.SECTIONS.items()}
+        return cls(model=model, **sections)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """A value-only TOML run file as a dict of sections (unknown keys are caught when applied)."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None

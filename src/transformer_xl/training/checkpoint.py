@@ -1,0 +1,176 @@
+"""Checkpoint directories, written atomically, and exact resume.
+
+A checkpoint is a directory: config.json + model.safetensors (+ vocab.json) as ``save_pretrained``
+writes them, ``run.json`` (the resolved run config) and ``training_state.pt`` (optimiser, step, RNG
+states and memory of every rank, stream position), read back with ``torch.load(weights_only=True)``.
+
+Atomicity: everything is written into a temporary sibling directory and fsynced; then the old
+directory is renamed aside, the new one renamed into place and the old one removed. A crash while
+writing leaves the previous checkpoint untouched; a crash between the two renames leaves it under
+``.NAME.old``, which :func:`resolve_checkpoint` and the next save pick up again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunConfig, TransformerXLError
+from ..model import TransformerXLLM
+
+TRAINING_STATE_FILE = "training_state.pt"
+RUN_CONFIG_FILE = "run.json"
+STATE_FORMAT = 1
+
+# Test hook: "PHASE:SECONDS" pauses a save at PHASE ("write": files half written in the temporary
+# directory; "swap": old checkpoint renamed aside, new one not yet in place), announcing it on stdout,
+# so a test can kill the process exactly there.
+_PAUSE_ENV = "TXL_TEST_CHECKPOINT_PAUSE"
+
+
+def _pause(phase: str) -> None:
+    spec = os.environ.get(_PAUSE_ENV, "")
+    if spec.partition(":")[0] == phase:
+        print(f"checkpoint paused at {phase}", flush=True)
+        time.sleep(float(spec.partition(":")[2] or 60))
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def _old(directory: Path) -> Path:
+    return directory.with_name(f".{directory.name}.old")
+
+
+def save_checkpoint(directory: str | Path, *, model: TransformerXLLM, run_config: RunConfig,
+                    training_state: dict[str, Any], vocab: Any = None) -> Path:
+    """Write a complete checkpoint to ``directory``, replacing any previous one atomically."""
+    from ..pretrained import save_pretrained
+
+    directory = Path(directory)
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if not directory.exists() and _old(directory).exists():
+        os.replace(_old(directory), directory)  # finish recovering from a crash between the renames
+    for stale in parent.glob(f".{directory.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a save that was killed while writing
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
+    try:
+        save_pretrained(model, tmp, vocab=vocab)
+        (tmp / RUN_CONFIG_FILE).write_text(json.dumps(run_config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        torch.save({"format": STATE_FORMAT, **training_state}, tmp / TRAINING_STATE_FILE)
+        _pause("write")
+        for path in tmp.iterdir():
+            _fsync_path(path)
+        _fsync_path(tmp)
+        old = _old(directory)
+        if old.exists():
+            shutil.rmtree(old)
+        if directory.exists():
+            os.replace(directory, old)
+        _pause("swap")
+        os.replace(tmp, directory)
+        _fsync_path(parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint directory ``path`` names: a checkpoint itself, or a run directory (its ``best/``,
+    else ``last/``). A checkpoint whose replacement was interrupted is found under ``.NAME.old``."""
+    path = Path(path)
+    if not path.exists() and _old(path).exists():
+        return _old(path)
+    if not path.exists():
+        raise TransformerXLError(f"checkpoint not found: {path}")
+    if not path.is_dir():
+        raise TransformerXLError(f"{path} is a file; pass a checkpoint directory (or a run directory)")
+    if (path / "config.json").exists():
+        return path
+    for name in ("best", "last"):
+        candidate = path / name
+        if candidate.exists() or _old(candidate).exists():
+            return resolve_checkpoint(candidate)
+    raise TransformerXLError(f"{path} holds no checkpoint (no config.json, best/ or last/)")
+
+
+def load_run_config(directory: str | Path) -> RunConfig | None:
+    """The run config saved with a training checkpoint; None for a bare save_pretrained directory."""
+    from ..pretrained import read_json
+
+    path = Path(directory) / RUN_CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        return RunConfig.from_dict(read_json(path, what="run config"))
+    except TransformerXLError as exc:
+        raise TransformerXLError(f"{path}: {exc}") from None
+
+
+def load_training_state(directory: str | Path) -> dict[str, Any]:
+    """The training state (on the CPU), read with ``torch.load(weights_only=True)``."""
+    from ..pretrained import safe_torch_load
+
+    path = Path(directory) / TRAINING_STATE_FILE
+    if not path.exists():
+        raise TransformerXLError(f"{directory} has no {TRAINING_STATE_FILE}: it is a model, not a resumable "
+                                 "training checkpoint")
+    state = safe_torch_load(path, map_location="cpu")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise TransformerXLError(f"{path} is not a training state this version can read")
+    return state
+
+
+def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple[TransformerXLLM, Any, RunConfig | None]:
+    """(model in eval mode, vocabulary or None, run config or None) from a checkpoint or run directory."""
+    from ..pretrained import load_pretrained, load_vocabulary
+
+    directory = resolve_checkpoint(path)
+    model = load_pretrained(directory, map_location=device)
+    return model, load_vocabulary(directory), load_run_config(directory)
+
+
+# RNG state as tensors and plain values only, so that weights_only loading accepts it -------------------
+def rng_state(device: torch.device) -> dict[str, Any]:
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss), "kind": str(np_kind)},
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+

@@ -1,0 +1,61 @@
+"""Exact resume: N steps == N/2 steps, stop, resume, N/2 steps (losses and weights, fp32, same seed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.tiny import tiny_data, tiny_run_config
+from transformer_xl.config import TransformerXLError
+from transformer_xl.training import train
+from transformer_xl.training.checkpoint import load_training_state
+
+
+def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
+    data = tiny_data()
+    # dropout > 0 (RNG matters), 2 accumulation chunks with their own memory, an epoch boundary at step 4
+    full = train(tiny_run_config(max_steps=6), data=data, out=tmp_path / "full")
+    first = train(tiny_run_config(max_steps=3), data=data, out=tmp_path / "split")
+    second = train(tiny_run_config(max_steps=6), data=data, out=tmp_path / "split", resume=True)
+    assert len(full.losses) == 6 and second.step == 6
+    assert first.losses + second.losses == full.losses  # exact equality, no tolerance
+    a = load_file(tmp_path / "full" / "last" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "last" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the metrics file of the split run continues the first one
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "split" / "metrics.jsonl").read_text().splitlines())
+             if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_training_state_holds_memory_position_and_rng(tmp_path: Path) -> None:
+    train(tiny_run_config(max_steps=3), data=tiny_data(), out=tmp_path)
+    state = load_training_state(tmp_path / "last")  # torch.load(weights_only=True) inside
+    assert state["step"] == 3 and state["world_size"] == 1
+    assert state["streams"]["position"] == 3
+    assert len(state["mems"]) == 2 and state["mems"][0].shape == (4, 8, 16)  # (B, M, C) per layer
+    assert set(state["rng"][0]) >= {"torch", "numpy", "python"}
+    assert (tmp_path / "best" / "model.safetensors").exists()
+
+
+def test_resume_refuses_incompatible_config(tmp_path: Path) -> None:
+    data = tiny_data()
+    train(tiny_run_config(max_steps=2), data=data, out=tmp_path)
+    bad = tiny_run_config(max_steps=4, batch_size=2)
+    with pytest.raises(TransformerXLError, match="train.batch_size was 4, now 2"):
+        train(bad, data=data, out=tmp_path, resume=True)
+    with pytest.raises(TransformerXLError, match="already holds a run"):
+        train(tiny_run_config(), data=data, out=tmp_path)
+    with pytest.raises(TransformerXLError, match="nothing to resume"):
+        train(tiny_run_config(), data=data, out=tmp_path / "empty", resume=True)
+
+
+def test_stop_by_time_saves_last(tmp_path: Path) -> None:
+    result = train(tiny_run_config(max_steps=10_000, max_time=0.01, eval_every=0, save_every=0),
+                   data=tiny_data(), out=tmp_path)
+    assert result.stopped_early and 1 <= result.step < 10_000
+    assert load_training_state(tmp_path / "last")["step"] == result.step
