@@ -38,7 +38,7 @@ class ConfigError(TransformerXLError, ValueError):
 
 # The four attention variants of the paper's ablation (Table 6), one class each in model/attention.py.
 ATTENTION_TYPES = ("xl", "shaw", "vaswani", "al-rfou")
-ATTENTION_IMPLS = ("sdpa", "explicit")
+ATTENTION_IMPLS = ("auto", "sdpa", "explicit")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -71,7 +71,7 @@ class ModelConfig:
     pre_norm: bool = False  # layer norm before each sub-layer instead of after (original: pre_lnorm)
     untie_rel_bias: bool = False  # per-layer u and v instead of global ones (original: untie_r)
     attn_type: str = "xl"  # one of ATTENTION_TYPES
-    attn_impl: str = "sdpa"  # "sdpa": torch's fused attention with the positional term as a bias
+    attn_impl: str = "auto"  # "sdpa" (fused, positional term as a bias), "explicit", or per device/grad
     cutoffs: tuple[int, ...] = ()  # adaptive embedding / softmax cluster boundaries; () is plain
     div_val: int = 1  # embedding size divisor per cluster (adaptive input)
     tie_weight: bool = True  # share the word embedding and softmax output weights

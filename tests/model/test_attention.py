@@ -35,7 +35,8 @@ def test_rel_shift_equals_naive_gather_float64(qlen, mlen, clamp_len):
                            mask=attention_mask(qlen=qlen, mlen=mlen, mem_len=mlen, same_length=False,
                                                device=torch.device("cpu")))
     q = torch.randn(2, 3, qlen, 4, dtype=torch.float64)
-    _, shifted = attn.position_terms(q, ctx)  # (B, H, T, K)
+    _, unshifted = attn.position_terms(q * attn.scale, ctx)  # scaled, (B, H, T, K)
+    shifted = rel_shift(unshifted) / attn.scale
 
     w_r = attn.r_net.weight.view(3, 4, 12)  # (H, D, C)
     checked = 0
@@ -52,6 +53,35 @@ def test_rel_shift_equals_naive_gather_float64(qlen, mlen, clamp_len):
             torch.testing.assert_close(shifted[:, :, i, j], expected, atol=1e-12, rtol=1e-12)
             checked += 1
     assert checked == sum(min(klen, i + mlen + 1) for i in range(qlen))
+
+
+class _GatherShiftAdd:
+    """Reference for the fused shift-add: a plain gather, differentiated by autograd."""
+
+    @staticmethod
+    def apply(pos, base, mask_bias):
+        qlen, klen = pos.shape[-2:]
+        i = torch.arange(qlen)[:, None]
+        j = torch.arange(klen)[None, :]
+        index = (j + qlen - 1 - i).clamp(max=klen - 1).expand(*pos.shape)  # (B, H, T, K)
+        return pos.gather(-1, index) + base + mask_bias
+
+
+@pytest.mark.parametrize("attn_type", ["xl", "shaw"])
+@pytest.mark.parametrize("attn_impl", ["explicit", "sdpa"])
+def test_fused_shift_backward_equals_autograd_of_a_gather(monkeypatch, attn_type, attn_impl):
+    model = make_model(attn_type=attn_type, attn_impl=attn_impl, same_length=True, mem_len=4)
+    x = torch.randint(0, V, (2, 11))
+    first = model(x[:, :5], x[:, 1:6])
+    model(x[:, 5:10], x[:, 6:11], mems=first.mems).loss.sum().backward()
+    fused = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    from transformer_xl.model import attention as attention_module
+    monkeypatch.setattr(attention_module, "_RelShiftAdd", _GatherShiftAdd)
+    first = model(x[:, :5], x[:, 1:6])
+    model(x[:, 5:10], x[:, 6:11], mems=first.mems).loss.sum().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, fused[name], atol=1e-10, rtol=1e-10, msg=name)
 
 
 def test_rel_shift_is_the_documented_alignment():

@@ -43,6 +43,42 @@ def rel_shift(scores: Tensor) -> Tensor:
     return scores.as_strided((*lead, qlen, klen), strides, scores.storage_offset() + qlen - 1)
 
 
+def _rel_unshift(grad: Tensor) -> Tensor:
+    """Adjoint of :func:`rel_shift` for gradients that are zero on the masked future entries.
+
+    Each output entry (i, j) came from input (i, j + T - 1 - i); writing the flattened gradient at offset
+    T - 1 of a (T, K + 1) buffer puts it back there. Input entries no valid pair used (distances beyond
+    K - 1) receive a masked, hence zero, gradient. One copy instead of as_strided's generic backward.
+    """
+    *lead, qlen, klen = grad.shape
+    flat = grad.reshape(-1, qlen * klen)  # (N, T*K)
+    buf = grad.new_empty(flat.shape[0], qlen * (klen + 1))  # (N, T*(K+1)); only the ends need zeros
+    buf[:, : qlen - 1] = 0
+    buf[:, qlen - 1: qlen - 1 + qlen * klen] = flat
+    buf[:, qlen - 1 + qlen * klen:] = 0
+    return buf.view(*lead, qlen, klen + 1)[..., :klen]  # (..., T, K)
+
+
+class _RelShiftAdd(torch.autograd.Function):
+    """base + rel_shift(pos) + mask in one pass; the backward un-shifts without as_strided's overhead.
+
+    Only valid where the mask sends every future entry to -inf (their gradient is then exactly zero),
+    which is how the attention below uses it.
+    """
+
+    @staticmethod
+    def forward(ctx, pos: Tensor, base: Tensor, mask_bias: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.base_shape = base.shape
+        out = torch.add(rel_shift(pos), base)  # (B, H, T, K)
+        return out.add_(mask_bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        grad_pos = _rel_unshift(grad) if ctx.needs_input_grad[0] else None
+        grad_base = grad.sum_to_size(ctx.base_shape) if ctx.needs_input_grad[1] else None
+        return grad_pos, grad_base, None
+
+
 def attention_mask(*, qlen: int, mlen: int, mem_len: int, same_length: bool,
                    device: torch.device) -> Tensor:
     """Boolean (T, K) mask, True where query i may NOT attend key j.
@@ -111,7 +147,8 @@ class MultiHeadAttention(nn.Module):
         return x
 
     def position_terms(self, q: Tensor, ctx: AttentionContext) -> tuple[Tensor, Tensor | None]:
-        """The query for the content term, and an unscaled (B|1, H, T, K) positional score or None."""
+        """For a query already multiplied by 1/sqrt(d_head): the query of the content term and the
+        positional score (B, H, T, K) before :func:`rel_shift` (None for absolute variants), both scaled."""
         return q, None
 
     # Forward --------------------------------------------------------------------------------------
@@ -130,21 +167,25 @@ class MultiHeadAttention(nn.Module):
         v = v.view(bsz, klen, self.n_head, self.d_head).transpose(1, 2)  # (B, H, K, D)
         return q, k, v
 
+    def _use_sdpa(self, q: Tensor) -> bool:
+        if self.impl != "auto":
+            return self.impl == "sdpa"
+        # Measured on CPU (benchmarks/RESULTS.md): SDPA's fused kernel wins without gradients, but with a
+        # positional bias that needs a gradient it falls back to a slower path than the explicit one.
+        return q.device.type != "cpu" or not q.requires_grad
+
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor | None, mask: Tensor) -> Tensor:
-        """softmax(scale * (q·k + pos) masked) · v -> (B, H, T, D)."""
-        if self.impl == "sdpa":
-            bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device) if pos is None else pos * self.scale
-            bias = bias.masked_fill(mask, float("-inf"))  # (B|1, H|1, T, K)
+        """softmax(q·k + rel_shift(pos), masked) · v -> (B, H, T, D); q and pos are already scaled."""
+        mask_bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(mask, float("-inf"))
+        if self._use_sdpa(q):
+            bias = mask_bias if pos is None else _RelShiftAdd.apply(pos, mask_bias, mask_bias.new_zeros(()))
             return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale)
+                q, k, v, attn_mask=bias, dropout_p=self.attn_dropout if self.training else 0.0, scale=1.0)
         scores = q @ k.transpose(-1, -2)  # (B, H, T, D) @ (B, H, D, K) -> (B, H, T, K)
-        if pos is not None:
-            scores = scores + pos
-        scores = (scores * self.scale).masked_fill(mask, float("-inf"))
+        scores = scores + mask_bias if pos is None else _RelShiftAdd.apply(pos, scores, mask_bias)
         low_precision = scores.dtype in (torch.float16, torch.bfloat16)
         probs = torch.softmax(scores.float() if low_precision else scores, dim=-1).to(v.dtype)
-        probs = self.dropatt(probs)
-        return probs @ v  # (B, H, T, K) @ (B, H, K, D) -> (B, H, T, D)
+        return self.dropatt(probs) @ v  # (B, H, T, K) @ (B, H, K, D) -> (B, H, T, D)
 
     def forward(self, h: Tensor, *, mem: Tensor | None, ctx: AttentionContext) -> Tensor:
         """h (B, T, C), mem (B, M, C) or None -> (B, T, C) after the residual connection and norm."""
@@ -152,7 +193,7 @@ class MultiHeadAttention(nn.Module):
         cat = h if mem is None else torch.cat([mem.to(h.dtype), h], dim=1)  # (B, K, C)
         x = self.layer_norm(cat) if self.pre_norm else cat
         q, k, v = self._project(self.add_positions(x, ctx), qlen)
-        q, pos = self.position_terms(q, ctx)
+        q, pos = self.position_terms(q * self.scale, ctx)
         attn = self._attend(q, k, v, pos, ctx.mask)  # (B, H, T, D)
         out = self.o_net(attn.transpose(1, 2).reshape(bsz, qlen, self.n_head * self.d_head))  # (B, T, C)
         out = self.drop(out)
@@ -180,8 +221,9 @@ class XLRelativeAttention(MultiHeadAttention):
         v = self.r_r_bias if self.r_r_bias is not None else ctx.r_r_bias
         klen = ctx.klen
         r = self.r_net(ctx.pos_emb.to(q.dtype)).view(klen, self.n_head, self.d_head).transpose(0, 1)  # (H, K, D)
-        bd = (q + v[:, None, :].to(q.dtype)) @ r.transpose(-1, -2)  # (B, H, T, D) @ (H, D, K) -> (B, H, T, K)
-        return q + u[:, None, :].to(q.dtype), rel_shift(bd)
+        u, v = (u * self.scale).to(q.dtype), (v * self.scale).to(q.dtype)
+        bd = (q + v[:, None, :]) @ r.transpose(-1, -2)  # (B, H, T, D) @ (H, D, K) -> (B, H, T, K)
+        return q + u[:, None, :], bd
 
 
 class ShawRelativeAttention(MultiHeadAttention):
@@ -201,8 +243,9 @@ class ShawRelativeAttention(MultiHeadAttention):
         index = _distance_index(ctx.klen, self.table_size, q.device)
         r_emb = self.r_emb[index].transpose(0, 1).to(q.dtype)  # (H, K, D)
         r_bias = self.r_bias[index].t().to(q.dtype)  # (H, K)
-        bd = q @ r_emb.transpose(-1, -2) + r_bias[:, None, :]  # (B, H, T, D) @ (H, D, K) -> (B, H, T, K)
-        return q + self.r_w_bias[:, None, :].to(q.dtype), rel_shift(bd)
+        bd = q @ r_emb.transpose(-1, -2)  # (B, H, T, D) @ (H, D, K) -> (B, H, T, K)
+        bd = bd + self.scale * r_bias[:, None, :]
+        return q + (self.scale * self.r_w_bias[:, None, :]).to(q.dtype), bd
 
 
 class VaswaniAbsoluteAttention(MultiHeadAttention):

@@ -5,8 +5,9 @@ cluster) and tail clusters. log p(w) = log p_head(w) for head tokens, and
 log p_head(cluster i) + log p_tail_i(w) for tokens of tail cluster i.
 
 Cluster logits: row ``i - 1`` of ``cluster_weight`` / ``cluster_bias`` belongs to tail cluster ``i``
-(natural order). The original release reads them in reverse (its head column ``-i``); the importers in
-``interop/`` flip the rows, so weights keep their meaning across implementations.
+(natural order, as Hugging Face's port and the original TensorFlow code). The original PyTorch release
+and NVIDIA's version read them in reverse (head column ``-i``); their importer in ``interop/original.py``
+flips the rows, so weights keep their meaning across implementations.
 """
 
 from __future__ import annotations
