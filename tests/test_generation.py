@@ -1,0 +1,86 @@
+"""Generation with memory: equal to full recomputation when the memory covers the text, memory capped
+at mem_len, sampling controls (temperature, top-k, top-p, seed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import randomize_
+from transformer_xl import ModelConfig, TransformerXLLM
+from transformer_xl.config import TransformerXLError
+from transformer_xl.generation import Generator, generate, sample_next
+
+
+def _model(**overrides) -> TransformerXLLM:
+    config = ModelConfig(n_token=31, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.0,
+                         seg_len=4, mem_len=4, **overrides)
+    return randomize_(TransformerXLLM(config).double(), std=0.3).eval()
+
+
+def _greedy_by_recompute(model: TransformerXLLM, prompt: list[int], n: int) -> list[int]:
+    tokens = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            out = model(torch.tensor([tokens]), return_log_probs=True)  # whole context, no memory
+            tokens.append(int(out.log_probs[0, -1].argmax()))
+    return tokens[len(prompt):]
+
+
+def test_greedy_with_memory_equals_full_recompute() -> None:
+    model = _model()
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]  # longer than seg_len: read in segments into memory
+    expected = _greedy_by_recompute(model, prompt, 20)
+    got = list(generate(model, prompt, max_new_tokens=20, temperature=0, mem_len=64))
+    assert got == expected
+    assert model.config.mem_len == 4  # the model's own lengths are untouched
+
+
+def test_memory_never_exceeds_mem_len_and_one_token_per_step() -> None:
+    model = _model()
+    state = Generator(model, mem_len=5)
+    lengths = []
+    for _ in generate(model, list(range(12)), max_new_tokens=15, seed=0, generator=state):
+        lengths.append(state.memory_length)
+        assert all(m.shape[1] <= 5 for m in state.mems)
+    assert max(lengths) == 5 and len(lengths) == 15
+
+
+def test_memory_zero_uses_a_sliding_window() -> None:
+    model = _model()
+    got = list(generate(model, [1, 2, 3], max_new_tokens=6, temperature=0, mem_len=0))
+    assert len(got) == 6 and all(0 <= t < 31 for t in got)
+
+
+def test_seed_top_k_top_p_and_temperature() -> None:
+    model = _model()
+    prompt = [7, 8, 9]
+    a = list(generate(model, prompt, max_new_tokens=12, seed=123))
+    b = list(generate(model, prompt, max_new_tokens=12, seed=123))
+    assert a == b
+    greedy = list(generate(model, prompt, max_new_tokens=8, temperature=0))
+    assert list(generate(model, prompt, max_new_tokens=8, top_k=1, seed=5)) == greedy
+    assert list(generate(model, prompt, max_new_tokens=8, top_p=1e-6, seed=5)) == greedy
+    assert list(generate(model, prompt, max_new_tokens=30, stop_id=greedy[0], temperature=0)) == greedy[:1]
+
+
+def test_sample_next_respects_top_k_and_top_p() -> None:
+    log_probs = torch.log(torch.tensor([0.05, 0.5, 0.3, 0.1, 0.05]))
+    gen = torch.Generator().manual_seed(0)
+    top2 = {sample_next(log_probs, top_k=2, generator=gen) for _ in range(200)}
+    assert top2 == {1, 2}
+    nucleus = {sample_next(log_probs, top_p=0.85, generator=gen) for _ in range(300)}
+    assert nucleus == {1, 2, 3}  # 0.5 + 0.3 < 0.85 needs the third token; the 0.05 tails are cut
+    assert sample_next(log_probs, temperature=0) == 1
+
+
+def test_bad_arguments_are_user_errors() -> None:
+    model = _model()
+    with pytest.raises(TransformerXLError):
+        list(generate(model, [], max_new_tokens=3))
+    with pytest.raises(TransformerXLError):
+        list(generate(model, [99], max_new_tokens=3))
+    with pytest.raises(TransformerXLError):
+        list(generate(model, [1], max_new_tokens=3, top_p=0))
+    with pytest.raises(TransformerXLError):
+        list(generate(model, [1], max_new_tokens=3, mem_len=-1))
