@@ -294,6 +294,57 @@ def preset_eval_lengths(name: str) -> EvalLengths:
 
 # === data configs (DataConfig) ===
 
+# Corpora `txl prepare` reads (transformer_xl.data.corpora holds their readers) and the levels.
+DATA_CORPORA = ("wikitext-103", "wikitext-2", "ptb", "enwik8", "text8", "lm1b", "text", "pystdlib")
+DATA_LEVELS = ("byte", "char", "word")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Which corpus, where it is, how it is prepared (``txl prepare``) and how training reads it."""
+
+    corpus: str = "pystdlib"  # one of DATA_CORPORA; pystdlib needs no path (the demo's corpus)
+    path: str | None = None  # source file, folder, zip or glob; None only for pystdlib
+    out: str | None = None  # prepared directory; None: data/<corpus>
+    level: str | None = None  # byte | char | word; None: the corpus's standard level
+    min_freq: int = 1  # words seen fewer times in train map to <unk> (vocabularies built here)
+    max_vocab: int | None = None  # most symbols, special tokens included; None: no limit
+    lower: bool = False  # lower-case before splitting (ptb always is)
+    errors: str = "strict"  # invalid UTF-8: "strict" stops with the byte offset, "replace" uses U+FFFD
+    valid_fraction: float = 0.05  # text/pystdlib split of a single source, at line boundaries
+    test_fraction: float = 0.05
+    vocab_file: str | None = None  # a given vocabulary (JSON or one symbol a line) instead of building one
+    varlen: bool = False  # training: the paper's variable-length segments (VariableLengthStreams)
+    shuffle_seed: int = 0  # seed of variable lengths and of lm1b's per-epoch sentence shuffle
+
+    def __post_init__(self) -> None:
+        _require(self.corpus in DATA_CORPORA, f"corpus must be one of {DATA_CORPORA}, got {self.corpus!r}")
+        _require(self.level is None or self.level in DATA_LEVELS,
+                 f"level must be one of {DATA_LEVELS} or None, got {self.level!r}")
+        _require(isinstance(self.min_freq, int) and self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq!r}")
+        _require(self.max_vocab is None or (isinstance(self.max_vocab, int) and self.max_vocab >= 1),
+                 f"max_vocab must be a positive integer or None, got {self.max_vocab!r}")
+        _require(self.errors in ("strict", "replace"), f"errors must be 'strict' or 'replace', got {self.errors!r}")
+        for name in ("valid_fraction", "test_fraction"):
+            value = getattr(self, name)
+            _require(0.0 < value < 0.5, f"{name} must be in (0, 0.5), got {value!r}")
+        _require(self.path is not None or self.corpus == "pystdlib",
+                 f"corpus {self.corpus!r} needs a path to its files")
+
+    @property
+    def out_dir(self) -> str:
+        return self.out if self.out is not None else f"data/{self.corpus}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DataConfig":
+        unknown = set(data) - {f.name for f in fields(cls)}
+        _require(not unknown, f"unknown DataConfig field(s): {sorted(unknown)}")
+        return cls(**dict(data))
+
+
 
 # === training and evaluation configs (OptimConfig, TrainConfig, EvalConfig) ===
 OPTIMIZERS = ("adam", "adamw")

@@ -1,5 +1,22 @@
 """Corpora, vocabularies, cached encoding and stream iterators."""
 
-from .streams import OrderedStreams, Segment
+from .cache import PreparedCorpus, load_prepared, prepare_corpus
+from .corpora import CORPORA, CorpusSpec, Source, resolve_corpus
+from .streams import OrderedStreams, Segment, ShuffledSentenceStreams, VariableLengthStreams
+from .vocab import DataError, Vocabulary
 
-__all__ = ["OrderedStreams", "Segment"]
+__all__ = [
+    "CORPORA",
+    "CorpusSpec",
+    "DataError",
+    "OrderedStreams",
+    "PreparedCorpus",
+    "Segment",
+    "ShuffledSentenceStreams",
+    "Source",
+    "VariableLengthStreams",
+    "Vocabulary",
+    "load_prepared",
+    "prepare_corpus",
+    "resolve_corpus",
+]

@@ -92,3 +92,173 @@ class OrderedStreams:
                 raise TransformerXLError(
                     f"cannot resume the data stream: {key} was {state.get(key)}, now {getattr(self, key)}")
         self.position, self.epoch = int(state["position"]), int(state["epoch"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The paper's variable-length segments and One Billion Word's shuffled sentence streams.
+
+
+def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    # Same draw on every rank (they must agree on segment boundaries) and reproducible on resume.
+    return np.random.default_rng([seed, epoch])
+
+
+class VariableLengthStreams(OrderedStreams):
+    """Ordered streams whose segment length varies, as the original's ``get_varlen_iter``.
+
+    Each segment's length is ``seg_len`` (or ``seg_len / 2`` with probability 0.05) plus Gaussian noise of
+    ``std``, clipped to [``min_len``, ``seg_len + max_deviation * std``]. Segments still continue each other,
+    so memory stays valid. The lengths of an epoch are drawn from ``(seed, epoch)``: every rank cuts the
+    same boundaries and a resumed run continues at the exact next segment. Scale the learning rate or loss
+    by ``segment.y.shape[1] / seg_len`` if you want the original's per-token weighting.
+    """
+
+    def __init__(self, tokens: np.ndarray | Tensor, *, batch_size: int, seg_len: int, ext_len: int = 0,
+                 std: float = 5.0, min_len: int = 5, max_deviation: float = 3.0, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> None:
+        super().__init__(tokens, batch_size=batch_size, seg_len=seg_len, ext_len=ext_len, rank=rank,
+                         world_size=world_size, device=device)
+        if std < 0 or min_len <= 0 or max_deviation < 0:
+            raise TransformerXLError(
+                f"need std >= 0, min_len > 0, max_deviation >= 0; got {std}, {min_len}, {max_deviation}")
+        self.std, self.min_len, self.max_deviation, self.seed = std, min_len, max_deviation, seed
+        self._bounds_epoch = -1
+        self._starts = np.zeros(0, dtype=np.int64)
+
+    def _bounds(self) -> np.ndarray:
+        """Start of every segment of the current epoch, plus the end (length len(self) + 1)."""
+        if self._bounds_epoch != self.epoch:
+            rng = _epoch_rng(self.seed, self.epoch)
+            max_len = int(self.seg_len + self.max_deviation * self.std)
+            last = self.stream_len - 1  # the final token is only a target
+            starts = [0]
+            while starts[-1] < last:
+                mean = self.seg_len if rng.random() < 0.95 else self.seg_len / 2.0
+                length = min(max_len, max(self.min_len, int(rng.normal(mean, self.std))))
+                starts.append(min(last, starts[-1] + length))
+            self._starts, self._bounds_epoch = np.asarray(starts, dtype=np.int64), self.epoch
+        return self._starts
+
+    def __len__(self) -> int:
+        return len(self._bounds()) - 1
+
+    def segment(self, index: int) -> Segment:
+        bounds = self._bounds()
+        if not 0 <= index < len(bounds) - 1:
+            raise IndexError(f"segment {index} out of range (epoch has {len(bounds) - 1})")
+        start, end = int(bounds[index]), int(bounds[index + 1])
+        begin = max(0, start - self.ext_len)
+        x = self.data[:, begin:end]  # (B_local, ext + T_i)
+        y = self.data[:, start + 1:end + 1]  # (B_local, T_i)
+        return Segment(x.to(self.device), y.to(self.device), index)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "seed": self.seed, "std": self.std, "min_len": self.min_len,
+                "max_deviation": self.max_deviation}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("seed", "std", "min_len", "max_deviation"):
+            if key in state and state[key] != getattr(self, key):
+                raise TransformerXLError(
+                    f"cannot resume the data stream: {key} was {state[key]}, now {getattr(self, key)}")
+        super().load_state_dict(state)
+
+
+class ShuffledSentenceStreams:
+    """B streams of whole sentences in a shuffled order (One Billion Word, the original's
+    ``LMShuffledIterator``): each stream concatenates sentences; every segment gives T (input, target)
+    pairs per stream, a sentence's last token being only a target. Streams carry across segments, so the
+    memory stays valid within a stream. The epoch ends when the sentences run out for some stream.
+
+    ``tokens`` holds every sentence back to back; ``starts`` is the offset of each sentence (from
+    ``PreparedCorpus.sentences(split)``). Sentences are dealt to streams in the original's order: whichever
+    stream runs out first takes the next one. The order is drawn from ``(seed, epoch)`` (no shuffle for
+    evaluation: ``shuffle=False``); rank r of W owns streams [r*B/W, (r+1)*B/W) of the same global deal.
+    """
+
+    def __init__(self, tokens: np.ndarray | Tensor, starts: np.ndarray, *, batch_size: int, seg_len: int,
+                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu") -> None:
+        if batch_size <= 0 or seg_len <= 0:
+            raise TransformerXLError(f"need batch_size > 0 and seg_len > 0; got {batch_size}, {seg_len}")
+        if world_size <= 0 or not 0 <= rank < world_size:
+            raise TransformerXLError(f"rank {rank} out of range for world size {world_size}")
+        if batch_size % world_size:
+            raise TransformerXLError(
+                f"global batch size {batch_size} must be divisible by the number of processes {world_size}")
+        self.tokens = tokens.numpy() if isinstance(tokens, Tensor) else tokens
+        starts = np.asarray(starts, dtype=np.int64)
+        if len(starts) == 0 or np.any(np.diff(starts) <= 0) or starts[0] != 0 or starts[-1] >= len(self.tokens):
+            raise TransformerXLError("sentence starts must begin at 0, increase strictly and stay within the "
+                                     "tokens; use PreparedCorpus.sentences(split) of a sentence-level corpus")
+        self.starts = starts
+        self.lengths = np.diff(np.append(starts, len(self.tokens)))  # tokens per sentence
+        self.batch_size, self.seg_len, self.shuffle, self.seed = batch_size, seg_len, shuffle, seed
+        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
+        self.position, self.epoch = 0, 0
+        self._deal_epoch = -1
+
+    def _deal(self) -> None:
+        """Assign sentences to streams for this epoch, as the original's on-demand filling does."""
+        if self._deal_epoch == self.epoch:
+            return
+        import heapq
+
+        n = len(self.starts)
+        order = _epoch_rng(self.seed, self.epoch).permutation(n) if self.shuffle else np.arange(n)
+        pairs = np.maximum(self.lengths - 1, 0)  # (input, target) pairs each sentence gives
+        T, B = self.seg_len, self.batch_size
+        per_stream: list[list[int]] = [[] for _ in range(B)]
+        filled = [0] * B
+        heap = [(0, b) for b in range(B)]  # (segment in which the stream asks for a sentence, stream)
+        n_segments = None
+        for sentence in order.tolist():
+            _, b = heapq.heappop(heap)
+            per_stream[b].append(sentence)
+            filled[b] += int(pairs[sentence])
+            heapq.heappush(heap, (filled[b] // T, b))
+        n_segments = heap[0][0] if heap else 0  # the first stream left wanting ends the epoch
+        first = self.rank * (B // self.world_size)
+        self._local = []
+        for b in range(first, first + B // self.world_size):
+            ids = np.asarray(per_stream[b], dtype=np.int64)
+            self._local.append((ids, np.cumsum(pairs[ids]) if len(ids) else np.zeros(0, dtype=np.int64)))
+        self._n_segments, self._deal_epoch = n_segments, self.epoch
+
+    def __len__(self) -> int:
+        self._deal()
+        return self._n_segments
+
+    def segment(self, index: int) -> Segment:
+        self._deal()
+        if not 0 <= index < self._n_segments:
+            raise IndexError(f"segment {index} out of range (epoch has {self._n_segments})")
+        pos = np.arange(index * self.seg_len, (index + 1) * self.seg_len)  # (T,) pair positions in the stream
+        rows = []
+        for ids, ends in self._local:
+            j = np.searchsorted(ends, pos, side="right")  # sentence holding each pair
+            offset = pos - (ends[j] - np.maximum(self.lengths[ids[j]] - 1, 0))
+            rows.append(self.starts[ids[j]] + offset)  # token index of each input
+        idx = np.stack(rows)  # (B_local, T)
+        x = torch.from_numpy(np.asarray(self.tokens[idx], dtype=np.int64))
+        y = torch.from_numpy(np.asarray(self.tokens[idx + 1], dtype=np.int64))
+        return Segment(x.to(self.device), y.to(self.device), index)
+
+    def __iter__(self) -> Iterator[Segment]:
+        while self.position < len(self):
+            segment = self.segment(self.position)
+            self.position += 1
+            yield segment
+        self.position = 0
+        self.epoch += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "epoch": self.epoch, "batch_size": self.batch_size,
+                "seg_len": self.seg_len, "world_size": self.world_size, "seed": self.seed, "shuffle": self.shuffle}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("batch_size", "seg_len", "world_size", "seed", "shuffle"):
+            if state.get(key) != getattr(self, key):
+                raise TransformerXLError(
+                    f"cannot resume the data stream: {key} was {state.get(key)}, now {getattr(self, key)}")
+        self.position, self.epoch = int(state["position"]), int(state["epoch"])

@@ -1,0 +1,116 @@
+"""Stream iterators: contiguity across segments, sharding, exact resume, variable lengths, sentences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transformer_xl.config import TransformerXLError
+from transformer_xl.data import OrderedStreams, ShuffledSentenceStreams, VariableLengthStreams
+
+FAST = settings(max_examples=30, deadline=None)
+
+
+@FAST
+@given(n=st.integers(8, 400), batch=st.sampled_from([1, 2, 4]), seg=st.integers(1, 20), world=st.sampled_from([1, 2]))
+def test_ordered_streams_continue_and_shards_cover_the_batch_once(n, batch, seg, world) -> None:
+    if batch % world or n // batch < 2:
+        return
+    tokens = np.arange(n)
+    full = torch.cat([s.y for s in OrderedStreams(tokens, batch_size=batch, seg_len=seg)], dim=1)  # (B, S-1)
+    S = n // batch
+    assert torch.equal(full, torch.from_numpy(tokens[: S * batch].reshape(batch, S)[:, 1:]))
+    shards = [torch.cat([s.y for s in OrderedStreams(tokens, batch_size=batch, seg_len=seg, rank=r,
+                                                     world_size=world)], dim=1) for r in range(world)]
+    assert torch.equal(torch.cat(shards, dim=0), full)
+
+
+@FAST
+@given(n=st.integers(50, 2000), seg=st.integers(6, 40), seed=st.integers(0, 5))
+def test_variable_lengths_are_contiguous_bounded_and_reproducible(n, seg, seed) -> None:
+    tokens = np.arange(n)
+    streams = VariableLengthStreams(tokens, batch_size=2, seg_len=seg, std=3, min_len=4, max_deviation=2,
+                                    seed=seed)
+    segments = list(streams)
+    lengths = [s.y.shape[1] for s in segments]
+    assert all(l <= seg + 6 for l in lengths) and all(l >= 4 for l in lengths[:-1])  # last may be cut short
+    ys = torch.cat([s.y for s in segments], dim=1)
+    xs = torch.cat([s.x for s in segments], dim=1)
+    S = n // 2
+    data = torch.from_numpy(tokens[: 2 * S].reshape(2, S))
+    assert torch.equal(ys, data[:, 1:]) and torch.equal(xs, data[:, :-1])
+    again = VariableLengthStreams(tokens, batch_size=2, seg_len=seg, std=3, min_len=4, max_deviation=2, seed=seed)
+    assert [s.y.shape[1] for s in again] == lengths
+
+
+def test_variable_lengths_vary_per_epoch_and_resume_exactly() -> None:
+    tokens = np.arange(5000)
+    make = lambda: VariableLengthStreams(tokens, batch_size=4, seg_len=30, seed=1)  # noqa: E731
+    a = make()
+    first = [s.y.shape[1] for s in a]
+    second = [s.y.shape[1] for s in a]
+    assert first != second and len(set(first)) > 3
+    b = make()
+    it = iter(b)
+    for _ in range(5):
+        next(it)
+    state = b.state_dict()
+    c = make()
+    c.load_state_dict(state)
+    rest_b, rest_c = [s.y for s in it], [s.y for s in c]
+    assert len(rest_b) == len(rest_c) and all(torch.equal(p, q) for p, q in zip(rest_b, rest_c))
+    with pytest.raises(TransformerXLError, match="seed"):
+        VariableLengthStreams(tokens, batch_size=4, seg_len=30, seed=2).load_state_dict(state)
+
+
+def sentences_corpus(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Sentence i is [1000*i, 1000*i + 1, ...]: every token says which sentence it came from."""
+    tokens = np.concatenate([1000 * i + np.arange(k) for i, k in enumerate(lengths)])
+    starts = np.cumsum([0] + lengths[:-1])
+    return tokens, starts
+
+
+@FAST
+@given(lengths=st.lists(st.integers(1, 30), min_size=4, max_size=80), batch=st.sampled_from([1, 2, 4]),
+       seg=st.integers(1, 12), seed=st.integers(0, 3))
+def test_sentence_streams_pair_tokens_within_sentences_once(lengths, batch, seg, seed) -> None:
+    tokens, starts = sentences_corpus(lengths)
+    streams = ShuffledSentenceStreams(tokens, starts, batch_size=batch, seg_len=seg, seed=seed)
+    segments = list(streams)
+    if not segments:
+        return
+    x = torch.cat([s.x for s in segments], dim=1).numpy()  # (B, n*T)
+    y = torch.cat([s.y for s in segments], dim=1).numpy()
+    assert x.shape == (batch, len(segments) * seg)
+    assert np.all(y == x + 1) and np.all(x // 1000 == y // 1000)  # next token of the same sentence
+    seen = x.reshape(-1)
+    assert len(np.unique(seen)) == len(seen)  # no (input, target) pair twice in an epoch
+    sharded = [torch.cat([s.y for s in ShuffledSentenceStreams(tokens, starts, batch_size=batch, seg_len=seg,
+                                                                seed=seed, rank=r, world_size=2)], dim=1)
+               for r in range(2)] if batch % 2 == 0 else None
+    if sharded is not None:
+        assert np.array_equal(torch.cat(sharded, dim=0).numpy(), y)
+
+
+def test_sentence_streams_shuffle_per_epoch_not_in_eval_and_resume() -> None:
+    tokens, starts = sentences_corpus([5 + (i % 7) for i in range(200)])
+    streams = ShuffledSentenceStreams(tokens, starts, batch_size=4, seg_len=8, seed=3)
+    e0 = torch.cat([s.x for s in streams], dim=1)
+    e1 = torch.cat([s.x for s in streams], dim=1)
+    assert not torch.equal(e0[:, :20], e1[:, :20])
+    ordered = ShuffledSentenceStreams(tokens, starts, batch_size=1, seg_len=8, shuffle=False)
+    assert next(iter(ordered)).x[0].tolist() == [0, 1, 2, 3, 1000, 1001, 1002, 1003]  # in order; 4 is only a target
+    a = ShuffledSentenceStreams(tokens, starts, batch_size=4, seg_len=8, seed=3)
+    it = iter(a)
+    next(it), next(it)
+    b = ShuffledSentenceStreams(tokens, starts, batch_size=4, seg_len=8, seed=3)
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(p.x, q.x) for p, q in zip(it, b))
+
+
+def test_sentence_streams_reject_bad_starts() -> None:
+    with pytest.raises(TransformerXLError, match="sentence starts"):
+        ShuffledSentenceStreams(np.arange(10), np.array([0, 5, 5]), batch_size=1, seg_len=2)
