@@ -88,6 +88,15 @@ def lengths(model: TransformerXLLM, config: ModelConfig) -> Iterator[None]:
         model.config = saved
 
 
+def _as_long(tokens: np.ndarray | Tensor, max_tokens: int) -> Tensor:
+    """The tokens needed to score ``max_tokens`` targets (all when 0) as an int64 tensor (a copy: the
+    prepared splits are read-only memory maps)."""
+    part = tokens[: max_tokens + 1] if max_tokens else tokens
+    if isinstance(part, Tensor):
+        return part.long()
+    return torch.from_numpy(np.array(part, dtype=np.int64))
+
+
 def _stream_bounds(n_targets: int, batch_size: int) -> list[tuple[int, int]]:
     """[first, end) target indices (1-based positions in the token array) of each stream."""
     size = -(-n_targets // batch_size)
@@ -120,10 +129,8 @@ def evaluate(model: TransformerXLLM, tokens: np.ndarray | Tensor, *, batch_size:
     if dist_info is not None:
         rank, world_size = dist_info.rank, dist_info.world_size
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    data = torch.as_tensor(np.asarray(tokens), dtype=torch.long) if not isinstance(tokens, Tensor) else tokens.long()
+    data = _as_long(tokens, max_tokens)
     n_targets = len(data) - 1
-    if max_tokens:
-        n_targets = min(n_targets, max_tokens)
     if n_targets <= 0:
         raise TransformerXLError(f"nothing to evaluate: {len(data)} token(s); need at least 2")
     bounds = _stream_bounds(n_targets, batch_size)
@@ -191,8 +198,8 @@ def sliding_window_evaluate(model: TransformerXLLM, tokens: np.ndarray | Tensor,
     config = eval_lengths(model.config, seg_len=window, mem_len=0, same_length=False)
     window = config.seg_len
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    data = torch.as_tensor(np.asarray(tokens), dtype=torch.long) if not isinstance(tokens, Tensor) else tokens.long()
-    n_targets = min(len(data) - 1, max_tokens) if max_tokens else len(data) - 1
+    data = _as_long(tokens, max_tokens)
+    n_targets = len(data) - 1
     if n_targets <= 0:
         raise TransformerXLError(f"nothing to evaluate: {len(data)} token(s); need at least 2")
     nll = torch.zeros(n_targets, dtype=torch.float64)

@@ -13,7 +13,7 @@ def tiny_run_config(*, dropout: float = 0.1, **train_overrides) -> RunConfig:
     train = dict(batch_size=4, grad_accum=2, max_steps=6, eval_every=2, save_every=2, log_every=1,
                  eval_batch_size=2, tensorboard=False)
     train.update(train_overrides)
-    return RunConfig(model=model, optim=OptimConfig(lr=3e-3, warmup_steps=2), train=TrainConfig(**train))
+    return RunConfig(model=model, optim=OptimConfig(lr=3e-3, warmup_steps=1, decay_steps=6), train=TrainConfig(**train))
 
 
 def tiny_data(n_train: int = 130, n_valid: int = 60, seed: int = 0) -> dict[str, np.ndarray]:

@@ -1,0 +1,136 @@
+"""Command-line flags generated from the config dataclasses: ``--model.n_layer 12``, ``--train.max_steps``.
+
+Each field's trailing comment in config.py becomes its ``--help`` text. Flags default to "not given",
+so only what the user typed overrides the preset / TOML values. Subcommand parsers get one-line errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+import sys
+import types
+import typing
+from typing import Any, Callable, Mapping, Sequence
+
+from ..config import ConfigError
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_optional(text: str) -> Any:
+        return None if text.strip().lower() in ("none", "null", "") else parse(text)
+
+    parse_optional.__name__ = getattr(parse, "__name__", "value")
+    return parse_optional
+
+
+def _tuple_of(parse: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
+    def parse_tuple(text: str) -> tuple[Any, ...]:
+        return tuple(parse(part) for part in text.split(",") if part.strip())
+
+    parse_tuple.__name__ = "comma-separated list"
+    return parse_tuple
+
+
+_SCALARS: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str, bool: _parse_bool}
+
+
+def _parser_for(annotation: Any) -> Callable[[str], Any]:
+    """A string parser for one field type: scalars, X | None, tuple[X, ...]."""
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _optional(_parser_for(inner[0]))
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return _tuple_of(_parser_for(args[0]))
+    raise TypeError(f"no command-line parser for {annotation!r}")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """The trailing ``# comment`` of each field in the class source, as help text."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # pragma: no cover - source unavailable (frozen build)
+        return {}
+    out = {}
+    for match in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, flags=re.M):
+        out.setdefault(match.group(1), match.group(2).strip())
+    return out
+
+
+def add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type, *,
+                     skip: Sequence[str] = ()) -> None:
+    """Add ``--section.field`` for every field of dataclass ``cls`` (except ``skip``)."""
+    hints = typing.get_type_hints(cls)
+    helps = field_help(cls)
+    group = parser.add_argument_group(f"{section} options (override the preset and --config)")
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = helps.get(f.name, "")
+        text = (f"{text} (default: {default!r})" if text else f"default: {default!r}").replace("%", "%%")
+        group.add_argument(f"--{section}.{f.name}", dest=f"{section}.{f.name}", type=_parser_for(hints[f.name]),
+                           default=argparse.SUPPRESS, metavar=f.name.upper(), help=text)
+
+
+def overrides(args: argparse.Namespace, section: str) -> dict[str, Any]:
+    """The ``--section.field`` values the user gave, as {field: value}."""
+    prefix = section + "."
+    return {key[len(prefix):]: value for key, value in vars(args).items() if key.startswith(prefix)}
+
+
+def merge_section(base: Mapping[str, Any], *layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = dict(base)
+    for layer in layers:
+        if layer:
+            out.update(layer)
+    return out
+
+
+def toml_section(data: Mapping[str, Any], name: str, path: Any) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    return dict(value)
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make a subcommand parser report a bad or unknown flag as one line on stderr, exit status 2."""
+
+    def error(message: str) -> typing.NoReturn:
+        sys.stderr.write(f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+        sys.exit(2)
+
+    original = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = original(args, namespace)
+        if extras:  # argparse would hand these to the top-level parser, which prints a usage block
+            error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    return parser
+
+
+def add_subcommand(subparsers: Any, name: str, *, help: str, description: str | None,
+                   usage: str | None = None) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help, description=description, allow_abbrev=False, usage=usage,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return one_line_errors(parser)

@@ -1,0 +1,125 @@
+"""`txl generate`: sample text with memory, streamed to the terminal as it is produced.
+
+    txl generate --checkpoint runs/demo/best --prompt "def main(" --max-new-tokens 300 --top-p 0.9 --seed 1
+    txl generate --checkpoint runs/wt103 --prompt-file intro.txt --temperature 0.8 --top-k 40
+
+Each new token is one forward of a single position over at most mem_len cached positions, so the cost
+per token does not grow with the length generated. --mem-len can extend the memory beyond training's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import sys
+import time
+from typing import Any
+
+from ..config import TransformerXLError
+from .flags import add_subcommand
+
+
+def register(subparsers: Any) -> None:
+    parser = add_subcommand(subparsers, "generate", help="sample text with memory (streaming)",
+                            description=__doc__)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory, or a run directory (best/)")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="text to continue")
+    prompt.add_argument("--prompt-file", help="file whose text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default 1.0)")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0: off)")
+    parser.add_argument("--seed", type=int, help="random seed (same seed, same text)")
+    parser.add_argument("--mem-len", type=int, help="memory length (default: the run's evaluation memory)")
+    parser.add_argument("--clamp-len", type=int, help="clamp relative distances")
+    parser.add_argument("--stop-at-eos", action="store_true", help="stop after an end-of-line token (word level)")
+    parser.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+    parser.set_defaults(func=run)
+
+
+class TextStream:
+    """Turns token ids into text piece by piece (a UTF-8 character may span several byte tokens;
+    words need spaces between them)."""
+
+    def __init__(self, vocab: Any) -> None:
+        self.vocab = vocab
+        self.bytes = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.line_start = True
+
+    def push(self, token: int) -> str:
+        if self.vocab.kind == "byte":
+            return self.bytes.decode(bytes([token]))
+        text = self.vocab.decode([token])
+        if self.vocab.kind == "char":
+            return text
+        if text in ("", "\n") or text.endswith("\n"):
+            self.line_start = True
+            return text
+        piece = text if self.line_start else " " + text
+        self.line_start = False
+        return piece
+
+    def flush(self) -> str:
+        return self.bytes.decode(b"", final=True) if self.vocab.kind == "byte" else ""
+
+
+def _read_prompt(args: argparse.Namespace) -> str | None:
+    if args.prompt_file is None:
+        return args.prompt
+    try:
+        with open(args.prompt_file, encoding="utf-8", newline="") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise TransformerXLError(f"prompt file not found: {args.prompt_file}") from None
+    except UnicodeDecodeError as exc:
+        raise TransformerXLError(f"prompt file {args.prompt_file} is not UTF-8 text ({exc})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..generation import generate
+    from ..training.checkpoint import load_model
+    from ..training.distributed import resolve_device
+
+    model, vocab, run_config = load_model(args.checkpoint, device=resolve_device(args.device))
+    if vocab is None:
+        raise TransformerXLError(f"{args.checkpoint} has no vocab.json: cannot encode a prompt for it")
+    text = _read_prompt(args)
+    if text:
+        prompt = [int(t) for t in vocab.encode(text)]
+        if vocab.kind == "word" and vocab.eos_id is not None and prompt and prompt[-1] == vocab.eos_id \
+                and not text.endswith("\n"):
+            prompt = prompt[:-1]  # encode() ends every line; a prompt continues its last line
+    else:
+        start = vocab.eos_id if vocab.eos_id is not None else (vocab.encode("\n")[:1].tolist() or [0])[0]
+        prompt, text = [int(start)], ""
+    mem_len = args.mem_len
+    if mem_len is None and run_config is not None:
+        mem_len = run_config.eval.mem_len
+    stream = TextStream(vocab)
+    pieces: list[str] = []
+    out = sys.stdout
+    if args.echo:
+        out.write(text)
+    started = time.perf_counter()
+    count = 0
+    for token in generate(model, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p, seed=args.seed, mem_len=mem_len,
+                          clamp_len=args.clamp_len, stop_id=vocab.eos_id if args.stop_at_eos else None):
+        count += 1
+        piece = stream.push(token)
+        if piece:
+            pieces.append(piece)
+            out.write(piece)
+            out.flush()
+    tail = stream.flush()
+    pieces.append(tail)
+    out.write(tail + "\n")
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(json.dumps({"prompt": text, "text": "".join(pieces), "tokens": count,
+                          "tokens_per_s": count / max(elapsed, 1e-9), "seed": args.seed}))
+    return 0

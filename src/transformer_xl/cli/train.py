@@ -1,0 +1,106 @@
+"""`txl train`: train a Transformer-XL on a prepared corpus.
+
+    txl train --data data/enwik8 --out runs/enwik8 --preset enwik8-base
+    txl train --data data/pystdlib --out runs/demo --config configs/demo.toml --train.max_steps 500
+    txl train --data data/pystdlib --out runs/demo --resume --train.max_steps 1000   # continue exactly
+
+Values come from, lowest first: the defaults, --preset (or `preset = "..."` in the TOML), the
+value-only TOML --config ([model], [optim], [train], [eval] tables), then --section.field flags.
+model.n_token is taken from the data's vocabulary. With --resume the saved run config is the base, and
+the model and batch layout must stay as they were. Multi-process (DDP) training runs under torchrun:
+
+    torchrun --nproc_per_node 8 -m transformer_xl.cli train --data DATA --out RUN ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import (PRESET_NAMES, ConfigError, EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig,
+                      TransformerXLError, load_toml, preset_eval_lengths)
+from .flags import add_config_flags, add_subcommand, merge_section, overrides, toml_section
+
+SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def register(subparsers: Any) -> None:
+    parser = add_subcommand(subparsers, "train", help="train a model (resumable, DDP under torchrun)",
+                            description=__doc__,
+                            usage="txl train --data DATA --out RUN [--preset NAME] [--config FILE.toml] [--resume] "
+                                  "[--seed N] [--json] [--SECTION.FIELD VALUE ...]")
+    parser.add_argument("--data", required=True, help="prepared data directory (txl prepare --out)")
+    parser.add_argument("--out", required=True, help="run directory: last/, best/, metrics.jsonl")
+    parser.add_argument("--preset", help=f"model preset: {', '.join(PRESET_NAMES)}")
+    parser.add_argument("--config", help="value-only TOML run file")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    parser.add_argument("--seed", type=int, help="same as --train.seed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    for section, cls in SECTIONS.items():
+        add_config_flags(parser, section, cls)
+    parser.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace, *, n_token: int) -> RunConfig:
+    """The run config from the saved run (with --resume), preset, TOML and flags, in that order."""
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if args.resume:
+        from ..training.checkpoint import load_run_config, resolve_checkpoint
+
+        try:
+            saved = load_run_config(resolve_checkpoint(Path(args.out) / "last"))
+        except TransformerXLError:
+            saved = None  # train() says there is nothing to resume
+        if saved is not None:
+            sections = {name: dict(values) for name, values in saved.to_dict().items()}
+    toml: dict[str, Any] = load_toml(args.config) if args.config else {}
+    unknown = sorted(set(toml) - set(SECTIONS) - {"preset"})
+    if unknown:
+        raise ConfigError(f"{args.config}: unknown key(s) {unknown}; use preset and the tables "
+                          f"{', '.join(f'[{s}]' for s in SECTIONS)}")
+    preset = args.preset or toml.get("preset")
+    if preset is not None:
+        sections["model"].update(ModelConfig.preset(str(preset)).to_dict())
+        lengths = preset_eval_lengths(str(preset))
+        if not args.resume:
+            sections["eval"].update(seg_len=lengths.seg_len, mem_len=lengths.mem_len, clamp_len=lengths.clamp_len,
+                                    same_length=lengths.same_length)
+    flag_values = {name: overrides(args, name) for name in SECTIONS}
+    if args.seed is not None:
+        flag_values["train"]["seed"] = args.seed
+    explicit_n_token = "n_token" in toml_section(toml, "model", args.config) or "n_token" in flag_values["model"]
+    for name in SECTIONS:
+        sections[name] = merge_section(sections[name], toml_section(toml, name, args.config), flag_values[name])
+    if not explicit_n_token:
+        sections["model"]["n_token"] = n_token  # the vocabulary decides, whatever the preset says
+    return RunConfig.from_dict(sections)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import load_data, train
+
+    data = load_data(args.data)
+    if data.vocab is None:
+        raise TransformerXLError(f"{args.data} has no vocabulary")
+    config = resolve_config(args, n_token=len(data.vocab))
+    result = train(config, data=data, out=args.out, resume=args.resume,
+                   progress=False if args.no_progress else None)
+    summary = {"out": str(args.out), "step": result.step, "valid_loss": result.valid_loss,
+               "best_valid_loss": result.best_valid_loss, "stopped_early": result.stopped_early,
+               "last_train_loss": result.losses[-1] if result.losses else None}
+    from ..training.distributed import _env_int
+
+    if _env_int("RANK", 0) == 0:
+        lines = [f"trained to step {result.step}" + (" (stopped by train.max_time)" if result.stopped_early else "")]
+        if result.valid_loss is not None:
+            lines.append(f"valid loss {result.valid_loss:.4f} (best {result.best_valid_loss:.4f})")
+        lines.append(f"checkpoints: {Path(args.out) / 'last'}, {Path(args.out) / 'best'}")
+        print("\n".join(lines))
+        if args.json:
+            print(json.dumps(summary))
+        sys.stdout.flush()
+    return 0
