@@ -56,6 +56,11 @@ def fingerprint_tokens(tokens: np.ndarray | Tensor) -> str:
     return hashlib.sha256(array.tobytes()).hexdigest()[:20]
 
 
+def _as_long(tokens: np.ndarray | Tensor) -> Tensor:
+    # a copy: prepared splits are read-only memory maps, which torch cannot wrap
+    return tokens.long() if isinstance(tokens, Tensor) else torch.from_numpy(np.array(tokens, dtype=np.int64))
+
+
 # Methods -------------------------------------------------------------------------------------------
 def context_method(model: TransformerXLLM) -> str:
     """``window`` for the vanilla model (absolute positions, trained without memory), else ``memory``."""
@@ -125,7 +130,7 @@ def context_losses(model: TransformerXLLM, tokens: np.ndarray | Tensor, contexts
     if not contexts or any(c < 0 for c in contexts):
         raise TransformerXLError(f"contexts must be non-negative token counts, got {contexts}")
     method = context_method(model) if method == "auto" else method
-    data = torch.as_tensor(np.asarray(tokens), dtype=torch.long) if not isinstance(tokens, Tensor) else tokens.long()
+    data = _as_long(tokens)
     dev = torch.device(device) if device is not None else None
     cap = window_cap(model) if method == "window" else None
     cache = Path(cache_dir) if cache_dir is not None else None
@@ -196,7 +201,7 @@ def loss_by_position(model: TransformerXLLM, tokens: np.ndarray | Tensor, *, seg
     mem = config.mem_len if mem_len is None else mem_len
     if seg <= 0 or mem < 0 or batch_size <= 0:
         raise TransformerXLError(f"need seg_len > 0, mem_len >= 0, batch_size > 0; got {seg}, {mem}, {batch_size}")
-    data = torch.as_tensor(np.asarray(tokens), dtype=torch.long) if not isinstance(tokens, Tensor) else tokens.long()
+    data = _as_long(tokens)
     if max_tokens:
         data = data[:max_tokens + 1]
     n_seg = (len(data) - 1) // (batch_size * seg)

@@ -13,7 +13,7 @@ from typing import Sequence
 from ..config import TransformerXLError
 
 # Subcommand modules, in the order `txl --help` lists them.
-SUBCOMMANDS = ("prepare", "train", "eval", "score", "generate", "convert")
+SUBCOMMANDS = ("prepare", "train", "eval", "score", "generate", "convert", "recl", "ablate", "analyze")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,56 @@
+"""`txl ablate`: the four Table 6 rows trained at equal parameters and tokens, scored, with RECL (tiny)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from transformer_xl.cli import main
+
+MODEL = ["--model.n_layer", "1", "--model.d_model", "16", "--model.n_head", "2", "--model.d_head", "8",
+         "--model.d_inner", "32", "--model.seg_len", "8", "--model.mem_len", "8", "--model.dropout", "0.0"]
+TRAIN = ["--train.batch_size", "4", "--train.max_steps", "2", "--train.eval_every", "0", "--train.save_every", "0",
+         "--train.log_every", "1", "--train.eval_max_tokens", "50"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_ablate_trains_and_compares_the_rows(char_data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ablate"
+    assert main(["ablate", "--data", str(char_data), "--out", str(out), *MODEL, *TRAIN, "--split", "valid",
+                 "--max-tokens", "60", "--start", "8", "--step", "8", "--max-context", "24", "--no-progress",
+                 "--json"]) == 0
+    text = capsys.readouterr().out
+    assert "| Row | recurrence | encoding | params | bpc at train len |" in text
+    result = json.loads(text.strip().splitlines()[-1])
+    rows = {r["row"]: r for r in result["rows"]}
+    assert list(rows) == ["xl", "shaw", "no-recurrence", "vanilla"]
+    assert (rows["xl"]["attn_type"], rows["xl"]["recurrence"]) == ("xl", True)
+    assert (rows["vanilla"]["attn_type"], rows["vanilla"]["recurrence"], rows["vanilla"]["method"]) == \
+        ("al-rfou", False, "window")
+    target = rows["xl"]["params"]
+    for row in rows.values():  # equal parameter count, up to one d_inner unit (2 * d_model + 1)
+        assert abs(row["params"] - target) <= 2 * 16 + 1, (row["row"], row["params"], target)
+        assert row["train_attn_len"] == 8 and row["best_attn_len"] in (8, 16, 24)
+        assert set(row["recl"]) == {"0.1", "0.5", "1.0"}
+    assert rows["shaw"]["d_inner"] != 32 or rows["vanilla"]["d_inner"] != 32  # parameters were matched
+    for row in rows:
+        steps = [json.loads(line)["step"] for line in (out / row / "metrics.jsonl").read_text().splitlines()
+                 if "loss" in json.loads(line)]
+        assert steps[-1] == 2  # equal training tokens: same steps, batch and segment for every row
+    assert (out / "report.md").exists() and (out / "recl" / "recl.json").exists()
+
+
+def test_ablate_needs_memory_for_the_recurrent_rows(char_data: Path, tmp_path: Path, capsys) -> None:
+    assert main(["ablate", "--data", str(char_data), "--out", str(tmp_path / "a"), *MODEL, "--model.mem_len", "0",
+                 *TRAIN, "--no-progress"]) == 2
+    assert "mem_len" in capsys.readouterr().err
