@@ -9,6 +9,7 @@ by the model stays valid. In distributed training rank r of W owns the whole str
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -202,8 +203,6 @@ class ShuffledSentenceStreams:
         """Assign sentences to streams for this epoch, as the original's on-demand filling does."""
         if self._deal_epoch == self.epoch:
             return
-        import heapq
-
         n = len(self.starts)
         order = _epoch_rng(self.seed, self.epoch).permutation(n) if self.shuffle else np.arange(n)
         pairs = np.maximum(self.lengths - 1, 0)  # (input, target) pairs each sentence gives
@@ -211,7 +210,6 @@ class ShuffledSentenceStreams:
         per_stream: list[list[int]] = [[] for _ in range(B)]
         filled = [0] * B
         heap = [(0, b) for b in range(B)]  # (segment in which the stream asks for a sentence, stream)
-        n_segments = None
         for sentence in order.tolist():
             _, b = heapq.heappop(heap)
             per_stream[b].append(sentence)
