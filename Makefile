@@ -14,5 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
