@@ -48,6 +48,14 @@ def test_ablate_trains_and_compares_the_rows(char_data: Path, tmp_path: Path, ca
                  if "loss" in json.loads(line)]
         assert steps[-1] == 2  # equal training tokens: same steps, batch and segment for every row
     assert (out / "report.md").exists() and (out / "recl" / "recl.json").exists()
+    # a rerun reuses the finished rows (and the cached losses); another config in the same --out is refused
+    args = ["ablate", "--data", str(char_data), "--out", str(out), *MODEL, *TRAIN, "--split", "valid",
+            "--max-tokens", "60", "--start", "8", "--step", "8", "--max-context", "24", "--no-progress", "--json"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert text.count("reusing it") == 4 and json.loads(text.strip().splitlines()[-1])["rows"] == result["rows"]
+    assert main([*args, "--optim.lr", "0.5"]) == 2
+    assert "another run" in capsys.readouterr().err
 
 
 def test_ablate_needs_memory_for_the_recurrent_rows(char_data: Path, tmp_path: Path, capsys) -> None:

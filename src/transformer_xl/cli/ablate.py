@@ -70,6 +70,19 @@ def equal_parameters(config: ModelConfig, target: int) -> ModelConfig:
     return config.replace(d_inner=d_inner)
 
 
+def _finished(run_dir: Path, config: RunConfig) -> bool:
+    """True when ``run_dir`` holds a finished run of exactly ``config`` (an ablation rerun reuses it)."""
+    from ..training.checkpoint import load_run_config, load_training_state, resolve_checkpoint
+
+    if not (run_dir / "last").exists():
+        return False
+    last = resolve_checkpoint(run_dir / "last")
+    saved = load_run_config(last)
+    if saved is None or saved.to_dict() != config.to_dict():
+        raise TransformerXLError(f"{run_dir} holds another run than this ablation row; choose another --out")
+    return int(load_training_state(last)["step"]) >= config.train.max_steps
+
+
 def _train_attention(config: ModelConfig) -> int:
     """Tokens a prediction saw in training: memory (or the segment) for recurrent rows, the segment otherwise."""
     return max(config.seg_len, config.mem_len) if config.mem_len > 0 else config.seg_len
@@ -84,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     prepared, tokens = load_tokens(args)
     level = prepared.vocab.kind
-    base = ModelConfig.preset(args.preset, n_token=len(prepared.vocab)).replace(**overrides(args, "model"))
+    model_flags = overrides(args, "model")
+    if "cutoffs" in model_flags and "tie_projs" not in model_flags:
+        model_flags["tie_projs"] = None  # the default for the new number of clusters, not the preset's
+    base = ModelConfig.preset(args.preset, n_token=len(prepared.vocab)).replace(**model_flags)
     if base.mem_len == 0:
         raise TransformerXLError("the recurrent rows need --model.mem_len > 0")
     train_config = TrainConfig(**{"tensorboard": False, **overrides(args, "train")})
@@ -110,8 +126,11 @@ def run(args: argparse.Namespace) -> int:
     for row, config in configs.items():
         run_dir = out / row
         print(f"== {row}: attn_type {config.attn_type}, mem_len {config.mem_len}, d_inner {config.d_inner}")
-        train(RunConfig(model=config, optim=optim_config, train=train_config), data=args.data, out=run_dir,
-              progress=None if not args.no_progress else False)
+        run_config = RunConfig(model=config, optim=optim_config, train=train_config)
+        if _finished(run_dir, run_config):
+            print(f"   {run_dir} already holds this run: reusing it")
+        else:
+            train(run_config, data=args.data, out=run_dir, progress=None if not args.no_progress else False)
         model, _, _ = load_model(run_dir, device=device)
         curve = context_losses(model, tokens, grid, seg_len=args.seg_len, batch_size=args.batch_size,
                                cache_dir=Path(args.cache) if args.cache else out / "cache", name=row,
