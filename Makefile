@@ -14,6 +14,12 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Train a small byte-level model on the embedded Python-stdlib corpus (~3 minutes on 2 CPU cores),
+# print test bits per character with no memory and with memory side by side, and sample from it.
+DEMO_OUT ?= runs/demo
+demo: $(STAMP)
+	$(PY) -m transformer_xl.cli.demo --config configs/demo.toml --out $(DEMO_OUT)
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 

@@ -9,7 +9,11 @@ value-only TOML --config ([model], [optim], [train], [eval] tables), then --sect
 model.n_token is taken from the data's vocabulary. With --resume the saved run config is the base, and
 the model and batch layout must stay as they were. Multi-process (DDP) training runs under torchrun:
 
-    torchrun --nproc_per_node 8 -m transformer_xl.cli train --data DATA --out RUN ...
+    torchrun --nproc_per_node 8 --no-python txl train --data DATA --out RUN ...
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
+        --no-python txl train --data DATA --out RUN ...     # on every node, node_rank 0, 1, ...
+
+train.batch_size is the global batch: each process reads batch_size / processes whole streams.
 """
 
 from __future__ import annotations
