@@ -62,3 +62,11 @@ def test_with_lengths_validates():
     assert config.with_lengths(mem_len=640).mem_len == 640
     with pytest.raises(ConfigError):
         config.with_lengths(seg_len=0)
+
+
+def test_replace_recomputes_derived_defaults():
+    config = ModelConfig.preset("tiny").replace(cutoffs=(100,), div_val=2)
+    assert config.tie_projs == (False, True)
+    assert ModelConfig.preset("tiny").replace(d_model=128).d_embed == 128
+    explicit = ModelConfig(n_token=300, d_model=64, d_embed=32)
+    assert explicit.replace(d_model=128).d_embed == 32

@@ -135,6 +135,12 @@ class ModelConfig:
         """A copy with some fields changed (validated again)."""
         unknown = set(changes) - {f.name for f in fields(self)}
         _require(not unknown, f"unknown ModelConfig field(s): {sorted(unknown)}")
+        # Derived defaults follow the fields they derive from, unless set explicitly.
+        if "cutoffs" in changes and "tie_projs" not in changes:
+            if self.tie_projs == (False,) + (True,) * len(self.cutoffs):
+                changes["tie_projs"] = None
+        if "d_model" in changes and "d_embed" not in changes and self.d_embed == self.d_model:
+            changes["d_embed"] = None
         return dataclasses.replace(self, **changes)
 
     def with_lengths(self, *, seg_len: int | None = None, mem_len: int | None = None,

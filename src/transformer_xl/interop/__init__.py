@@ -4,10 +4,12 @@
   pytorch_model.bin read with ``weights_only=True``), both directions.
 - :mod:`.original`: the original release's and NVIDIA's pickled PyTorch checkpoints, only behind an
   explicit unsafe flag and through an unpickler restricted to an allow-list of classes.
+- :mod:`.export`: a fixed-shape, memory-carrying inference step as a ``torch.export`` program.
 """
 
+from .export import StreamingSession, StreamingStep, export_streaming
 from .hf import config_from_hf, config_to_hf, export_hf, import_hf, read_text_vocab, zero_memory
 from .original import import_original
 
-__all__ = ["config_from_hf", "config_to_hf", "export_hf", "import_hf", "import_original", "read_text_vocab",
+__all__ = ["StreamingSession", "StreamingStep", "export_streaming", "config_from_hf", "config_to_hf", "export_hf", "import_hf", "import_original", "read_text_vocab",
            "zero_memory"]

@@ -101,7 +101,7 @@ class AttentionContext:
 
     qlen: int
     mlen: int
-    mask: Tensor  # (T, K) bool, True = blocked
+    mask: Tensor  # (T, K) or (B, 1, T, K) bool, True = blocked
     pos_emb: Tensor | None = None  # (K, C) sinusoid of distances K-1..0 (after dropout), when used
     r_w_bias: Tensor | None = None  # (H, D) global u, unless untie_rel_bias
     r_r_bias: Tensor | None = None  # (H, D) global v, unless untie_rel_bias

@@ -76,12 +76,13 @@ class AdaptiveEmbedding(nn.Module):
             if len(self.emb_projs) > 0:
                 embed = nn.functional.linear(embed, self.emb_projs[0])  # (B, T, C)
             return embed * self.emb_scale
-        flat = tokens.reshape(-1)  # (B*T,)
-        out = torch.zeros(flat.numel(), self.d_proj, dtype=self.emb_projs[0].dtype, device=flat.device)
+        # Every cluster embeds every token (ids clamped into its range) and keeps only its own tokens.
+        # Costs a few small projections more than gathering each cluster's tokens, but has no
+        # data-dependent shapes: no host sync on GPU, and torch.compile / torch.export can trace it.
+        out = None
         for (start, end), layer, proj in zip(self.bounds, self.emb_layers, self.emb_projs):
-            index = ((flat >= start) & (flat < end)).nonzero().squeeze(1)  # (N_i,)
-            if index.numel() == 0:
-                continue
-            embed = nn.functional.linear(layer(flat.index_select(0, index) - start), proj)  # (N_i, C)
-            out.index_copy_(0, index, embed.to(out.dtype))
-        return (out * self.emb_scale).view(*tokens.shape, self.d_proj)  # (B, T, C)
+            inside = (tokens >= start) & (tokens < end)  # (B, T)
+            embed = nn.functional.linear(layer((tokens - start).clamp(0, end - start - 1)), proj)  # (B, T, C)
+            embed = torch.where(inside[..., None], embed, 0.0)
+            out = embed if out is None else out + embed
+        return out * self.emb_scale  # (B, T, C)

@@ -113,7 +113,8 @@ class TransformerXLLM(nn.Module):
             raise TransformerXLError(f"x must be an integer tensor (B, T), got {x.dtype} {tuple(x.shape)}")
         if x.numel() == 0:
             raise TransformerXLError(f"x is empty: {tuple(x.shape)}")
-        low, high = int(x.min()), int(x.max())
+        # The range check reads values (a device sync and a graph break): eager mode only.
+        low, high = (0, 0) if torch.compiler.is_compiling() else (int(x.min()), int(x.max()))
         if low < 0 or high >= self.config.n_token:
             raise TransformerXLError(
                 f"token ids must lie in [0, {self.config.n_token}), got [{low}, {high}]: "
@@ -130,9 +131,15 @@ class TransformerXLLM(nn.Module):
                     f"{self.config.d_model}); got {[tuple(m.shape) for m in mems]}")
 
     def forward(self, x: Tensor, targets: Tensor | None = None, *, mems: Sequence[Tensor] | None = None,
-                return_log_probs: bool = False, return_hidden: bool = False) -> XLOutput:
+                mem_padding: Tensor | None = None, return_log_probs: bool = False,
+                return_hidden: bool = False) -> XLOutput:
         """x (B, T) token ids; targets (B, T') predicted from the last T' positions (T' < T when the
-        first positions are extended context, ``ext_len``); mems from the previous segment or None."""
+        first positions are extended context, ``ext_len``); mems from the previous segment or None.
+
+        ``mem_padding`` (a long tensor, scalar or (B,)) says how many leading memory positions hold no
+        token: they are masked out, so a fixed-size memory behaves exactly like a shorter one (used by
+        fixed-shape exported programs and batches of prompts of different lengths).
+        """
         self._check_inputs(x, targets, mems)
         config = self.config
         bsz, qlen = x.shape
@@ -145,10 +152,13 @@ class TransformerXLLM(nn.Module):
         if self.pos_emb is not None:
             positions = relative_positions(klen, clamp_len=config.clamp_len, device=x.device)
             pos_emb = self.drop(self.pos_emb(positions))  # (K, C)
-        ctx = AttentionContext(
-            qlen=qlen, mlen=mlen, pos_emb=pos_emb, r_w_bias=self.r_w_bias, r_r_bias=self.r_r_bias,
-            mask=attention_mask(qlen=qlen, mlen=mlen, mem_len=config.mem_len,
-                                same_length=config.same_length, device=x.device))
+        mask = attention_mask(qlen=qlen, mlen=mlen, mem_len=config.mem_len, same_length=config.same_length,
+                              device=x.device)  # (T, K)
+        if mem_padding is not None:
+            padding = mem_padding.to(x.device).reshape(-1, 1, 1, 1)  # (B|1, 1, 1, 1)
+            mask = mask | (torch.arange(klen, device=x.device) < padding)  # (B|1, 1, T, K)
+        ctx = AttentionContext(qlen=qlen, mlen=mlen, pos_emb=pos_emb, r_w_bias=self.r_w_bias,
+                               r_r_bias=self.r_r_bias, mask=mask)
 
         layer_inputs = []
         for i, layer in enumerate(self.layers):
