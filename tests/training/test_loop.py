@@ -17,6 +17,7 @@ from transformer_xl.config import OptimConfig, TransformerXLError
 from transformer_xl.training import train
 
 
+@pytest.mark.slow
 def test_accumulation_chunks_equal_one_big_batch(tmp_path: Path) -> None:
     # streams are independent, so 2 chunks of 2 streams (each with its own memory) give the gradient
     # of one batch of 4 streams
@@ -28,6 +29,7 @@ def test_accumulation_chunks_equal_one_big_batch(tmp_path: Path) -> None:
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 2e-5
 
 
+@pytest.mark.slow
 def test_metrics_jsonl_and_learning(tmp_path: Path) -> None:
     # a learnable sequence: the loss must fall
     data = {"train": np.tile(np.arange(10), 60), "valid": np.tile(np.arange(10), 10)}

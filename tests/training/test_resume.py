@@ -15,6 +15,7 @@ from transformer_xl.training import train
 from transformer_xl.training.checkpoint import load_training_state
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     data = tiny_data()
     # dropout > 0 (RNG matters), 2 accumulation chunks with their own memory, an epoch boundary at step 4
