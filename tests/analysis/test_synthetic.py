@@ -41,7 +41,7 @@ def test_xl_memory_recalls_beyond_the_segment_length() -> None:
     x = torch.stack([data[b * n:(b + 1) * n] for b in range(batch)])  # (B, n)
     y = torch.stack([data[b * n + 1:(b + 1) * n + 1] for b in range(batch)])  # (B, n)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(2):  # two passes, memory carried across segments as in training
+    for _ in range(3):  # three passes, memory carried across segments as in training
         mems = None
         for start in range(0, n, seg):
             out = model(x[:, start:start + seg], targets=y[:, start:start + seg], mems=mems)

@@ -39,6 +39,18 @@ def _fake_original_modules() -> tuple[types.ModuleType, types.ModuleType]:
     return mt, sm
 
 
+def _plain(module: nn.Module) -> nn.Module:
+    """The same parameters in torch's own classes, as the original code pickles them (ours subclass nn.Linear)."""
+    if isinstance(module, nn.Linear):
+        plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
+        plain.weight = module.weight
+        plain.bias = module.bias
+        return plain
+    if isinstance(module, nn.Sequential):
+        return nn.Sequential(*(_plain(m) for m in module))
+    return module
+
+
 def _to_original(model: TransformerXLLM, path: Path) -> None:
     """torch.save(model) of an original-code MemTransformerLM holding ``model``'s weights."""
     mt, sm = _fake_original_modules()
@@ -51,10 +63,11 @@ def _to_original(model: TransformerXLLM, path: Path) -> None:
         layers = nn.ModuleList()
         for layer in model.layers:
             a, f = layer.dec_attn, layer.pos_ff
-            attn = mt.RelPartialLearnableMultiHeadAttn(qkv_net=a.qkv_net, o_net=a.o_net, r_net=a.r_net,
+            attn = mt.RelPartialLearnableMultiHeadAttn(qkv_net=_plain(a.qkv_net), o_net=_plain(a.o_net),
+                                                       r_net=_plain(a.r_net),
                                                        layer_norm=a.layer_norm, drop=nn.Dropout(c.dropout),
                                                        dropatt=nn.Dropout(c.attn_dropout), pre_lnorm=c.pre_norm)
-            ff = mt.PositionwiseFF(CoreNet=f.CoreNet, layer_norm=f.layer_norm, d_inner=c.d_inner)
+            ff = mt.PositionwiseFF(CoreNet=_plain(f.CoreNet), layer_norm=f.layer_norm, d_inner=c.d_inner)
             layers.append(mt.RelPartialLearnableDecoderLayer(dec_attn=attn, pos_ff=ff))
         crit = sm.ProjectedAdaptiveLogSoftmax(out_layers=model.crit.out_layers, out_projs=model.crit.out_projs,
                                               cutoffs=list(c.cutoffs) + [c.n_token], div_val=c.div_val)

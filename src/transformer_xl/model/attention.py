@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from .linear import Linear, linear
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,8 +136,8 @@ class MultiHeadAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(config.d_head)
         self.attn_dropout = config.attn_dropout
         inner = config.n_head * config.d_head
-        self.qkv_net = nn.Linear(config.d_model, 3 * inner, bias=False)
-        self.o_net = nn.Linear(inner, config.d_model, bias=False)
+        self.qkv_net = Linear(config.d_model, 3 * inner, bias=False)
+        self.o_net = Linear(inner, config.d_model, bias=False)
         self.layer_norm = nn.LayerNorm(config.d_model)
         self.drop = nn.Dropout(config.dropout)
         self.dropatt = nn.Dropout(config.attn_dropout)
@@ -160,8 +161,8 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.qkv_net(x).split(inner, dim=-1)  # 3 x (B, K, H*D)
         else:
             weight = self.qkv_net.weight  # (3*H*D, C): queries only for the segment, not the memory
-            q = F.linear(x[:, -qlen:], weight[:inner])  # (B, T, H*D)
-            k, v = F.linear(x, weight[inner:]).split(inner, dim=-1)  # 2 x (B, K, H*D)
+            q = linear(x[:, -qlen:], weight[:inner])  # (B, T, H*D)
+            k, v = linear(x, weight[inner:]).split(inner, dim=-1)  # 2 x (B, K, H*D)
         q = q.view(bsz, qlen, self.n_head, self.d_head).transpose(1, 2)  # (B, H, T, D)
         k = k.view(bsz, klen, self.n_head, self.d_head).transpose(1, 2)  # (B, H, K, D)
         v = v.view(bsz, klen, self.n_head, self.d_head).transpose(1, 2)  # (B, H, K, D)
@@ -208,7 +209,7 @@ class XLRelativeAttention(MultiHeadAttention):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.r_net = nn.Linear(config.d_model, config.n_head * config.d_head, bias=False)  # W_{k,R}
+        self.r_net = Linear(config.d_model, config.n_head * config.d_head, bias=False)  # W_{k,R}
         if config.untie_rel_bias:
             self.r_w_bias = nn.Parameter(torch.empty(config.n_head, config.d_head))  # u
             self.r_r_bias = nn.Parameter(torch.empty(config.n_head, config.d_head))  # v

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from .linear import linear
 
 
 def cluster_bounds(config: ModelConfig) -> list[tuple[int, int]]:
@@ -74,7 +75,7 @@ class AdaptiveEmbedding(nn.Module):
         if len(self.emb_layers) == 1:
             embed = self.emb_layers[0](tokens)  # (B, T, d_embed)
             if len(self.emb_projs) > 0:
-                embed = nn.functional.linear(embed, self.emb_projs[0])  # (B, T, C)
+                embed = linear(embed, self.emb_projs[0])  # (B, T, C)
             return embed * self.emb_scale
         # Every cluster embeds every token (ids clamped into its range) and keeps only its own tokens.
         # Costs a few small projections more than gathering each cluster's tokens, but has no
@@ -82,7 +83,7 @@ class AdaptiveEmbedding(nn.Module):
         out = None
         for (start, end), layer, proj in zip(self.bounds, self.emb_layers, self.emb_projs):
             inside = (tokens >= start) & (tokens < end)  # (B, T)
-            embed = nn.functional.linear(layer((tokens - start).clamp(0, end - start - 1)), proj)  # (B, T, C)
+            embed = linear(layer((tokens - start).clamp(0, end - start - 1)), proj)  # (B, T, C)
             embed = torch.where(inside[..., None], embed, 0.0)
             out = embed if out is None else out + embed
         return out * self.emb_scale  # (B, T, C)

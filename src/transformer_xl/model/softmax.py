@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .embedding import cluster_bounds, cluster_dims
+from .linear import linear
 
 
 def _full_precision(logits: Tensor) -> Tensor:
@@ -69,8 +70,8 @@ class ProjectedAdaptiveLogSoftmax(nn.Module):
     @staticmethod
     def _logits(hidden: Tensor, weight: Tensor, bias: Tensor, proj: Tensor | None) -> Tensor:
         if proj is not None:
-            hidden = hidden @ proj  # (N, C) @ (C, d_i) -> (N, d_i)
-        return F.linear(hidden, weight, bias)  # (N, V_i)
+            hidden = linear(hidden, proj.t())  # (N, C) @ (C, d_i) -> (N, d_i)
+        return linear(hidden, weight, bias)  # (N, V_i)
 
     def _head_log_probs(self, hidden: Tensor) -> Tensor:
         return F.log_softmax(_full_precision(self._logits(hidden, *self._cluster_params(0))), dim=-1)

@@ -1,0 +1,75 @@
+"""Dense layers that reach the faster fp32 matrix multiply on CPU.
+
+torch's CPU ``linear`` in float32 goes to MKL's sgemm. On some processors (measured on the AMD EPYC
+machines this project is developed on, benchmarks/RESULTS.md) oneDNN's fp32 matmul is about twice as
+fast, still in plain IEEE fp32 (not the bf16/tf32 "fast math" modes). torch exposes it as
+``torch.ops.mkldnn._linear_pointwise``, forward only; :class:`_OneDNNLinear` adds the backward
+(dX = dY W, dW = dY^T X, both through the same kernel). Everything else (CUDA, bf16/fp16, autocast,
+no oneDNN build) uses ``F.linear``. ``set_cpu_matmul_backend("mkl")`` switches the fast path off.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_BACKEND = {"name": "onednn"}
+
+
+def set_cpu_matmul_backend(name: str) -> None:
+    """Choose the CPU fp32 matmul of every dense layer: "onednn" (default where available) or "mkl"."""
+    if name not in ("onednn", "mkl"):
+        raise ValueError(f"CPU matmul backend must be 'onednn' or 'mkl', got {name!r}")
+    _BACKEND["name"] = name
+
+
+def _onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+_HAVE_ONEDNN = _onednn_available()
+
+
+def _mm_t(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b^T through oneDNN: a (N, in) or (..., in), b (out, in) -> (N, out)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")  # (..., out), not a view
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        flat = x.reshape(-1, x.shape[-1])  # (N, in)
+        g = grad.reshape(-1, grad.shape[-1])  # (N, out)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _mm_t(g, weight.t()).view(*grad.shape[:-1], weight.shape[1])  # (N, out) @ (out, in)
+        if ctx.needs_input_grad[1]:
+            grad_w = _mm_t(g.t(), flat.t())  # (out, N) @ (N, in) -> (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear`` with the oneDNN fp32 path on CPU (same result up to fp32 rounding)."""
+    if (_HAVE_ONEDNN and _BACKEND["name"] == "onednn" and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling() and x.numel() > 0):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) whose forward uses :func:`linear`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
