@@ -40,12 +40,14 @@ def _fake_original_modules() -> tuple[types.ModuleType, types.ModuleType]:
 
 
 def _plain(module: nn.Module) -> nn.Module:
-    """The same parameters in torch's own classes, as the original code pickles them (ours subclass nn.Linear)."""
+    """The same parameters in torch's own classes, as the original code pickles them (ours subclass them)."""
     if isinstance(module, nn.Linear):
         plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
         plain.weight = module.weight
         plain.bias = module.bias
         return plain
+    if isinstance(module, nn.Dropout):
+        return nn.Dropout(module.p)
     if isinstance(module, nn.Sequential):
         return nn.Sequential(*(_plain(m) for m in module))
     return module

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from .dropout import Dropout
 from .linear import Linear, linear
 
 
@@ -139,8 +140,8 @@ class MultiHeadAttention(nn.Module):
         self.qkv_net = Linear(config.d_model, 3 * inner, bias=False)
         self.o_net = Linear(inner, config.d_model, bias=False)
         self.layer_norm = nn.LayerNorm(config.d_model)
-        self.drop = nn.Dropout(config.dropout)
-        self.dropatt = nn.Dropout(config.attn_dropout)
+        self.drop = Dropout(config.dropout)
+        self.dropatt = Dropout(config.attn_dropout)
 
     # Hooks ----------------------------------------------------------------------------------------
     def add_positions(self, x: Tensor, ctx: AttentionContext) -> Tensor:

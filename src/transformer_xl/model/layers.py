@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .attention import AttentionContext, MultiHeadAttention
+from .dropout import Dropout
 from .linear import Linear
 
 
@@ -19,9 +20,9 @@ class PositionwiseFF(nn.Module):
         self.CoreNet = nn.Sequential(
             Linear(config.d_model, config.d_inner),
             nn.ReLU(),  # not in place: the fast linear returns a view of its result
-            nn.Dropout(config.dropout),
+            Dropout(config.dropout),
             Linear(config.d_inner, config.d_model),
-            nn.Dropout(config.dropout),
+            Dropout(config.dropout),
         )
         self.layer_norm = nn.LayerNorm(config.d_model)
 

@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig, TransformerXLError
 from .attention import ATTENTION_CLASSES, AttentionContext, attention_mask
+from .dropout import Dropout
 from .embedding import AdaptiveEmbedding, SinusoidPositionEmbedding, relative_positions
 from .layers import DecoderLayer
 from .memory import Memory, memory_length, update_memory
@@ -47,7 +48,7 @@ class TransformerXLLM(nn.Module):
         self.config = config
         attention = ATTENTION_CLASSES[config.attn_type]
         self.word_emb = AdaptiveEmbedding(config)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.layers = nn.ModuleList(DecoderLayer(config, attention) for _ in range(config.n_layer))
         self.pos_emb = SinusoidPositionEmbedding(config.d_model) if attention.uses_sinusoid else None
         if attention.uses_global_rel_bias and not config.untie_rel_bias:
