@@ -13,6 +13,19 @@ from transformer_xl.model.linear import linear, set_cpu_matmul_backend
 pytestmark = pytest.mark.skipif(not linear_module._HAVE_ONEDNN, reason="torch built without oneDNN")
 
 
+@pytest.fixture(autouse=True)
+def _fast_path_for_every_size(monkeypatch):
+    """The tests use small shapes; route them through oneDNN too (normally only large products are)."""
+    monkeypatch.setattr(linear_module, "_MIN_MACS", 0)
+
+
+def test_the_fast_path_is_taken(monkeypatch):
+    calls = []
+    monkeypatch.setattr(linear_module._OneDNNLinear, "apply", lambda *a: calls.append(1) or F.linear(*a))
+    linear(torch.randn(3, 4), torch.randn(5, 4))
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("shape,bias,sliced", [((37, 24), True, False), ((3, 11, 24), False, False),
                                                 ((3, 11, 24), True, True)])
 def test_linear_matches_f_linear_with_gradients(shape, bias, sliced):
