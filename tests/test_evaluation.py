@@ -97,3 +97,23 @@ def test_score_tokens_streams_in_chunks_like_evaluate() -> None:
     scored = list(score_tokens(model, chunks, seg_len=6, mem_len=12))
     assert [t for t, _ in scored] == tokens[1:].tolist()
     np.testing.assert_allclose([-lp for _, lp in scored], reference, rtol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_sliding_window_stride_scores_every_token_once_with_its_window(stride: int) -> None:
+    model, tokens = _model(), _tokens(32)  # 31 targets: the last chunk is shorter than the stride
+    window = 6
+    result = sliding_window_evaluate(model, tokens, window=window, stride=stride, batch_size=3,
+                                     return_per_token=True)
+    assert result.n_tokens == 31 and np.isfinite(result.per_token).all()
+    starts = list(range(window + 1, 32, stride))
+    assert starts[-1] + stride - 1 > 31  # the partial chunk is exercised
+    for first in starts:
+        last = min(first + stride - 1, 31)
+        inputs = tokens[last - window:last + 1]  # the window and the chunk's final target
+        expected = _full_forward(model, inputs)[-(last - first + 1):]
+        np.testing.assert_allclose(result.per_token[first - 1:last], expected, rtol=1e-5)
+    stride_one = sliding_window_evaluate(model, tokens, window=window, return_per_token=True)
+    np.testing.assert_allclose(result.per_token[:window], stride_one.per_token[:window], rtol=1e-6)
+    with pytest.raises(TransformerXLError, match="stride"):
+        sliding_window_evaluate(model, tokens, window=window, stride=window + 1)

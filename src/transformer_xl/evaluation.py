@@ -190,13 +190,19 @@ def evaluate(model: TransformerXLLM, tokens: np.ndarray | Tensor, *, batch_size:
 
 @torch.no_grad()
 def sliding_window_evaluate(model: TransformerXLLM, tokens: np.ndarray | Tensor, *, window: int | None = None,
-                            batch_size: int = 16, max_tokens: int = 0, level: str | None = None,
+                            stride: int = 1, batch_size: int = 16, max_tokens: int = 0, level: str | None = None,
                             device: torch.device | str | None = None, return_per_token: bool = False,
                             progress: bool | None = False) -> EvalResult:
     """The vanilla-Transformer baseline of the paper (Al-Rfou et al.): no memory, every token predicted
-    from a fresh window of the ``window`` tokens before it. Costs one forward per token."""
+    from a fresh window of the ``window`` tokens before it. Costs one forward per token.
+
+    ``stride`` > 1 advances the window ``stride`` tokens at a time and scores its last ``stride``
+    positions (each then sees between window - stride + 1 and window tokens): cheaper, less context.
+    """
     config = eval_lengths(model.config, seg_len=window, mem_len=0, same_length=False)
     window = config.seg_len
+    if not 1 <= stride <= window:
+        raise TransformerXLError(f"stride must be between 1 and the window ({window}), got {stride}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     data = _as_long(tokens, max_tokens)
     n_targets = len(data) - 1
@@ -210,16 +216,24 @@ def sliding_window_evaluate(model: TransformerXLLM, tokens: np.ndarray | Tensor,
         head = min(window, n_targets)
         out = model(data[None, :head].to(device), targets=data[None, 1:head + 1].to(device))
         nll[:head] = out.loss[0].double().cpu()
-        # Every later target t sees exactly tokens[t - window : t].
+        # Later targets in chunks of `stride`: a chunk t0..e is scored by the window tokens[e - window : e]
+        # (stride 1: every target t sees exactly tokens[t - window : t]).
         from tqdm.auto import tqdm
 
-        targets = list(range(head + 1, n_targets + 1))
-        for i in tqdm(range(0, len(targets), batch_size), desc="sliding window", leave=False,
+        def score(first: Tensor, size: int) -> None:
+            last = first + size - 1  # (B,) last target of each chunk
+            index = last[:, None] - window + torch.arange(window)[None, :]  # (B, window) inputs
+            target_index = first[:, None] + torch.arange(size)[None, :]  # (B, size)
+            out = model(data[index].to(device), targets=data[target_index].to(device))
+            nll[target_index - 1] = out.loss.double().cpu()
+
+        starts = list(range(head + 1, n_targets + 1, stride))
+        full = [t for t in starts if t + stride - 1 <= n_targets]
+        for i in tqdm(range(0, len(full), batch_size), desc="sliding window", leave=False,
                       disable=None if progress else True):
-            batch = torch.tensor(targets[i:i + batch_size])
-            index = batch[:, None] - window + torch.arange(window)[None, :]  # (B, window)
-            out = model(data[index].to(device), targets=data[batch][:, None].to(device))
-            nll[batch - 1] = out.loss[:, 0].double().cpu()
+            score(torch.tensor(full[i:i + batch_size]), stride)
+        if len(full) < len(starts):  # a final, shorter chunk
+            score(torch.tensor(starts[-1:]), n_targets - starts[-1] + 1)
     model.train(was_training)
     return EvalResult(loss=float(nll.mean()), n_tokens=n_targets, seg_len=window, mem_len=0,
                       clamp_len=config.clamp_len, same_length=False, batch_size=batch_size, warmup=0,

@@ -37,6 +37,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-tokens", type=int, help="score only the first N tokens of the split")
     parser.add_argument("--sliding-window", action="store_true",
                         help="vanilla baseline: no memory, every token from a fresh window of seg-len tokens")
+    parser.add_argument("--stride", type=int, default=1,
+                        help="with --sliding-window: advance the window this many tokens at a time (1: the paper)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--per-token", metavar="FILE", help="write the per-token losses (nats) as .npy")
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     EvalConfig(split=args.split, **values)  # validates ranges with messages that name the flag's field
     progress = False if args.no_progress else None
     if args.sliding_window:
-        result = sliding_window_evaluate(model, tokens, window=values["seg_len"], max_tokens=values["max_tokens"],
+        result = sliding_window_evaluate(model, tokens, window=values["seg_len"], stride=args.stride,
+                                         max_tokens=values["max_tokens"],
                                          level=prepared.vocab.kind, return_per_token=bool(args.per_token),
                                          progress=progress)
     else:
