@@ -27,7 +27,44 @@ class Segment:
     index: int  # segment number within the epoch
 
 
-class OrderedStreams:
+class _ResumableSegments:
+    """Iteration and exact-resume state shared by the stream iterators.
+
+    Subclasses provide ``__len__`` (segments per epoch) and ``segment(index)``, set ``position`` and
+    ``epoch`` to 0, and list in ``_resume_keys`` the settings a saved state must agree with.
+    """
+
+    _resume_keys: tuple[str, ...] = ("batch_size", "seg_len", "world_size")
+    position: int
+    epoch: int
+
+    def __len__(self) -> int:  # pragma: no cover - every subclass defines it
+        raise TypeError(f"{type(self).__name__} must define __len__")
+
+    def segment(self, index: int) -> Segment:  # pragma: no cover - every subclass defines it
+        raise TypeError(f"{type(self).__name__} must define segment()")
+
+    def __iter__(self) -> Iterator[Segment]:
+        while self.position < len(self):
+            segment = self.segment(self.position)
+            self.position += 1
+            yield segment
+        self.position = 0
+        self.epoch += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "epoch": self.epoch,
+                **{key: getattr(self, key) for key in self._resume_keys}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in self._resume_keys:
+            if state.get(key) != getattr(self, key):
+                raise TransformerXLError(
+                    f"cannot resume the data stream: {key} was {state.get(key)}, now {getattr(self, key)}")
+        self.position, self.epoch = int(state["position"]), int(state["epoch"])
+
+
+class OrderedStreams(_ResumableSegments):
     """Ordered, resumable (x, y) segments over B parallel streams of one token array.
 
     ``state_dict`` / ``load_state_dict`` record the next segment, so a resumed run continues exactly.
@@ -75,24 +112,6 @@ class OrderedStreams:
         y = self.data[:, start + 1:end + 1]  # (B_local, T)
         return Segment(x.to(self.device), y.to(self.device), index)
 
-    def __iter__(self) -> Iterator[Segment]:
-        while self.position < len(self):
-            segment = self.segment(self.position)
-            self.position += 1
-            yield segment
-        self.position = 0
-        self.epoch += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "epoch": self.epoch, "batch_size": self.batch_size,
-                "seg_len": self.seg_len, "world_size": self.world_size}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("batch_size", "seg_len", "world_size"):
-            if state.get(key) != getattr(self, key):
-                raise TransformerXLError(
-                    f"cannot resume the data stream: {key} was {state.get(key)}, now {getattr(self, key)}")
-        self.position, self.epoch = int(state["position"]), int(state["epoch"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,6 +132,8 @@ class VariableLengthStreams(OrderedStreams):
     same boundaries and a resumed run continues at the exact next segment. Scale the learning rate or loss
     by ``segment.y.shape[1] / seg_len`` if you want the original's per-token weighting.
     """
+
+    _resume_keys = OrderedStreams._resume_keys + ("seed", "std", "min_len", "max_deviation")
 
     def __init__(self, tokens: np.ndarray | Tensor, *, batch_size: int, seg_len: int, ext_len: int = 0,
                  std: float = 5.0, min_len: int = 5, max_deviation: float = 3.0, seed: int = 0,
@@ -153,19 +174,9 @@ class VariableLengthStreams(OrderedStreams):
         y = self.data[:, start + 1:end + 1]  # (B_local, T_i)
         return Segment(x.to(self.device), y.to(self.device), index)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "seed": self.seed, "std": self.std, "min_len": self.min_len,
-                "max_deviation": self.max_deviation}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("seed", "std", "min_len", "max_deviation"):
-            if key in state and state[key] != getattr(self, key):
-                raise TransformerXLError(
-                    f"cannot resume the data stream: {key} was {state[key]}, now {getattr(self, key)}")
-        super().load_state_dict(state)
 
 
-class ShuffledSentenceStreams:
+class ShuffledSentenceStreams(_ResumableSegments):
     """B streams of whole sentences in a shuffled order (One Billion Word, the original's
     ``LMShuffledIterator``): each stream concatenates sentences; every segment gives T (input, target)
     pairs per stream, a sentence's last token being only a target. Streams carry across segments, so the
@@ -176,6 +187,8 @@ class ShuffledSentenceStreams:
     stream runs out first takes the next one. The order is drawn from ``(seed, epoch)`` (no shuffle for
     evaluation: ``shuffle=False``); rank r of W owns streams [r*B/W, (r+1)*B/W) of the same global deal.
     """
+
+    _resume_keys = _ResumableSegments._resume_keys + ("seed", "shuffle")
 
     def __init__(self, tokens: np.ndarray | Tensor, starts: np.ndarray, *, batch_size: int, seg_len: int,
                  shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
@@ -242,21 +255,3 @@ class ShuffledSentenceStreams:
         y = torch.from_numpy(np.asarray(self.tokens[idx + 1], dtype=np.int64))
         return Segment(x.to(self.device), y.to(self.device), index)
 
-    def __iter__(self) -> Iterator[Segment]:
-        while self.position < len(self):
-            segment = self.segment(self.position)
-            self.position += 1
-            yield segment
-        self.position = 0
-        self.epoch += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "epoch": self.epoch, "batch_size": self.batch_size,
-                "seg_len": self.seg_len, "world_size": self.world_size, "seed": self.seed, "shuffle": self.shuffle}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("batch_size", "seg_len", "world_size", "seed", "shuffle"):
-            if state.get(key) != getattr(self, key):
-                raise TransformerXLError(
-                    f"cannot resume the data stream: {key} was {state.get(key)}, now {getattr(self, key)}")
-        self.position, self.epoch = int(state["position"]), int(state["epoch"])
