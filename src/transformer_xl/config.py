@@ -162,7 +162,10 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         _require(not unknown, f"unknown ModelConfig field(s): {sorted(unknown)}")
-        return cls(**dict(data))
+        try:
+            return cls(**dict(data))
+        except TypeError as exc:  # a required field (n_token) is missing
+            raise ConfigError(f"model config: {exc}".replace("ModelConfig.__init__() ", "")) from None
 
     def save_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -356,6 +359,7 @@ class DataConfig:
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "inv_sqrt", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+NAN_POLICIES = ("skip", "stop", "ignore")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -405,6 +409,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     tensorboard: bool = True  # also log to TensorBoard when it is installed
+    nan_policy: str = "skip"  # non-finite loss or gradient: "skip" the step, "stop" the run, or "ignore" it
+    max_bad_steps: int = 10  # with nan_policy=skip: stop after this many consecutive skipped steps
+    dist_timeout: float = 600.0  # seconds a collective may wait for another process before failing
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_steps", "eval_batch_size"):
@@ -417,6 +424,11 @@ class TrainConfig:
         _require(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
         _require(self.batch_size % self.grad_accum == 0,
                  f"train.batch_size={self.batch_size} must be divisible by train.grad_accum={self.grad_accum}")
+        _require(self.nan_policy in NAN_POLICIES,
+                 f"train.nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
+        _require(isinstance(self.max_bad_steps, int) and self.max_bad_steps > 0,
+                 f"train.max_bad_steps must be a positive integer, got {self.max_bad_steps!r}")
+        _require(self.dist_timeout > 0, f"train.dist_timeout must be > 0 seconds, got {self.dist_timeout!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -489,3 +501,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes UTF-8 itself and lets this through
+        raise ConfigError(f"config file {path} is not UTF-8 text ({exc})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; pass a .toml file") from None

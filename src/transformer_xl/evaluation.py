@@ -101,7 +101,7 @@ def _stream_bounds(n_targets: int, batch_size: int) -> list[tuple[int, int]]:
     """[first, end) target indices (1-based positions in the token array) of each stream."""
     size = -(-n_targets // batch_size)
     bounds = []
-    for b in range(batch_size):
+    for b in range(min(batch_size, n_targets)):  # streams past n_targets would be empty (and 10**9 would hang)
         first, end = 1 + b * size, 1 + min((b + 1) * size, n_targets)
         if first < end:
             bounds.append((first, end))

@@ -125,7 +125,8 @@ def _load_safetensors_into(model: TransformerXLLM, path: Path) -> None:
     except FileNotFoundError:
         raise TransformerXLError(f"weights file not found: {path}") from None
     except RuntimeError as exc:  # shape mismatch between the file and config.json
-        raise TransformerXLError(f"{path} does not match {path.parent / CONFIG_FILE}: {str(exc)[:500]}") from None
+        detail = " ".join(str(exc).split())[:400]  # torch's message spans lines; the CLI prints one
+        raise TransformerXLError(f"{path} does not match {path.parent / CONFIG_FILE}: {detail}") from None
     except Exception as exc:  # safetensors raises its own error type for a corrupt header or truncation
         raise TransformerXLError(f"cannot read {path}: {exc}. The file is corrupt or truncated; "
                                  "write it again with save_pretrained") from None

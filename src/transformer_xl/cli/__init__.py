@@ -37,6 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"txl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        # sizes a user asked for (d_model, batch, lengths) that this machine cannot hold: one line, not a dump
+        text = " ".join(str(exc).split())
+        if not isinstance(exc, MemoryError) and not any(k in text for k in ("out of memory", "can't allocate")):
+            raise
+        print(f"txl {args.command}: error: out of memory ({text[:200]}); use smaller sizes, lengths or batch",
+              file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

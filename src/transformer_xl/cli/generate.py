@@ -41,6 +41,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+MAX_NEW_TOKENS = 10_000_000  # a bound that still means hours of sampling; beyond it is a typo
+
+
 class TextStream:
     """Turns token ids into text piece by piece (a UTF-8 character may span several byte tokens;
     words need spaces between them)."""
@@ -87,9 +90,16 @@ def run(args: argparse.Namespace) -> int:
     model, vocab, run_config = load_model(args.checkpoint, device=resolve_device(args.device))
     if vocab is None:
         raise TransformerXLError(f"{args.checkpoint} has no vocab.json: cannot encode a prompt for it")
+    if args.max_new_tokens > MAX_NEW_TOKENS:
+        raise TransformerXLError(f"--max-new-tokens {args.max_new_tokens} is more than {MAX_NEW_TOKENS:,}; "
+                                 "generate in several calls (or stop a long run with Ctrl-C)")
     text = _read_prompt(args)
     if text:
         prompt = [int(t) for t in vocab.encode(text)]
+        unknown = sum(1 for t in prompt if t == getattr(vocab, "unk_id", None))
+        if unknown:  # not silent: the continuation conditions on <unk>, not on what the user typed
+            print(f"txl generate: warning: {unknown} prompt symbol(s) are not in the vocabulary and were "
+                  "replaced by <unk>", file=sys.stderr, flush=True)
         if vocab.kind == "word" and vocab.eos_id is not None and prompt and prompt[-1] == vocab.eos_id \
                 and not text.endswith("\n"):
             prompt = prompt[:-1]  # encode() ends every line; a prompt continues its last line

@@ -14,6 +14,11 @@ the model and batch layout must stay as they were. Multi-process (DDP) training 
         --no-python txl train --data DATA --out RUN ...     # on every node, node_rank 0, 1, ...
 
 train.batch_size is the global batch: each process reads batch_size / processes whole streams.
+
+Faults: SIGTERM or SIGINT (preemption, Ctrl-C) saves last/ at the end of the current step and exits
+with status 128 + the signal number; --resume then continues exactly. A non-finite loss or gradient
+skips the step (train.nan_policy=skip|stop|ignore); train.max_bad_steps in a row stop the run with
+status 2. Under torchrun with --max-restarts, a restarted job resumes from last/ by itself.
 """
 
 from __future__ import annotations
@@ -87,19 +92,30 @@ def resolve_config(args: argparse.Namespace, *, n_token: int) -> RunConfig:
 def run(args: argparse.Namespace) -> int:
     from ..training import load_data, train
 
+    from ..training.checkpoint import resolve_checkpoint
+    from ..training.distributed import elastic_restart_count
+
     data = load_data(args.data)
     if data.vocab is None:
         raise TransformerXLError(f"{args.data} has no vocabulary")
+    if not args.resume and elastic_restart_count() > 0:
+        # torchrun restarted the workers after a failure: continue from last/ when the first attempt saved one
+        try:
+            resolve_checkpoint(Path(args.out) / "last")
+            args.resume = True
+        except TransformerXLError:
+            pass
     config = resolve_config(args, n_token=len(data.vocab))
     result = train(config, data=data, out=args.out, resume=args.resume,
                    progress=False if args.no_progress else None)
     summary = {"out": str(args.out), "step": result.step, "valid_loss": result.valid_loss,
                "best_valid_loss": result.best_valid_loss, "stopped_early": result.stopped_early,
+               "interrupted": result.interrupted, "skipped_steps": result.skipped_steps,
                "last_train_loss": result.losses[-1] if result.losses else None}
     from ..training.distributed import _env_int
 
     if _env_int("RANK", 0) == 0:
-        lines = [f"trained to step {result.step}" + (" (stopped by train.max_time)" if result.stopped_early else "")]
+        lines = [f"trained to step {result.step}" + (f" (stopped by {result.interrupted or 'train.max_time'})" if result.stopped_early else "")]
         if result.valid_loss is not None:
             lines.append(f"valid loss {result.valid_loss:.4f} (best {result.best_valid_loss:.4f})")
         lines.append(f"checkpoints: {Path(args.out) / 'last'}, {Path(args.out) / 'best'}")
@@ -107,4 +123,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(summary))
         sys.stdout.flush()
+    if result.interrupted is not None:  # a scheduler must see that the run did not finish
+        import signal
+
+        return 128 + int(getattr(signal, result.interrupted, signal.SIGTERM))
     return 0

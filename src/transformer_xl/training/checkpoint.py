@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from ..config import RunConfig, TransformerXLError
 from ..model import TransformerXLLM
@@ -60,10 +61,25 @@ def _old(directory: Path) -> Path:
 
 def save_checkpoint(directory: str | Path, *, model: TransformerXLLM, run_config: RunConfig,
                     training_state: dict[str, Any], vocab: Any = None) -> Path:
-    """Write a complete checkpoint to ``directory``, replacing any previous one atomically."""
+    """Write a complete checkpoint to ``directory``, replacing any previous one atomically. An OSError
+    (disk full, unwritable directory) becomes a TransformerXLError; the previous checkpoint stays."""
+    directory = Path(directory)
+    try:
+        return _save_checkpoint(directory, model=model, run_config=run_config, training_state=training_state,
+                                vocab=vocab)
+    except (OSError, SafetensorError) as exc:  # disk full, read-only or unwritable directory: the user's to fix
+        previous = directory if directory.exists() else _old(directory)
+        kept = (f"the previous checkpoint in {previous} is intact" if previous.exists()
+                else "no earlier checkpoint exists")
+        raise TransformerXLError(f"could not write checkpoint {directory}: {getattr(exc, 'strerror', None) or exc} "
+                                 f"({type(exc).__name__}); {kept}; free space or fix permissions, "
+                                 "then resume with --resume") from None
+
+
+def _save_checkpoint(directory: Path, *, model: TransformerXLLM, run_config: RunConfig,
+                     training_state: dict[str, Any], vocab: Any) -> Path:
     from ..pretrained import save_pretrained
 
-    directory = Path(directory)
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
     if not directory.exists() and _old(directory).exists():
@@ -74,7 +90,11 @@ def save_checkpoint(directory: str | Path, *, model: TransformerXLLM, run_config
     try:
         save_pretrained(model, tmp, vocab=vocab)
         (tmp / RUN_CONFIG_FILE).write_text(json.dumps(run_config.to_dict(), indent=2) + "\n", encoding="utf-8")
-        torch.save({"format": STATE_FORMAT, **training_state}, tmp / TRAINING_STATE_FILE)
+        try:
+            torch.save({"format": STATE_FORMAT, **training_state}, tmp / TRAINING_STATE_FILE)
+        except RuntimeError as exc:  # torch's zip writer reports a short write (disk full) this way
+            free = shutil.disk_usage(parent).free
+            raise OSError(f"writing {TRAINING_STATE_FILE} failed with {free:,} bytes free: {exc}") from exc
         _pause("write")
         for path in tmp.iterdir():
             _fsync_path(path)

@@ -60,8 +60,11 @@ def resolve_device(preference: str = "auto", *, local_rank: int = 0) -> torch.de
     return device
 
 
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL for CUDA, gloo for CPU)."""
+def init_distributed(device: torch.device, *, timeout_s: float | None = None) -> DistInfo:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL for CUDA, gloo for CPU).
+
+    ``timeout_s`` bounds how long a collective waits for the other processes, so that a job whose
+    worker died stops with an error instead of hanging (torch's default is 30 minutes or more)."""
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
@@ -74,7 +77,12 @@ def init_distributed(device: torch.device) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
+        kwargs: dict[str, Any] = {}
+        if timeout_s is not None:
+            from datetime import timedelta
+
+            kwargs["timeout"] = timedelta(seconds=timeout_s)
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size, **kwargs)
         created = True
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, created_group=created)
 
@@ -101,6 +109,19 @@ def all_reduce_sum(values: Sequence[float], device: torch.device, info: DistInfo
     if info.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
+
+
+def any_rank(flags: Tensor, info: DistInfo) -> list[bool]:
+    """Which of these flags (a small float tensor on the device) any process raised: one collective,
+    so that every rank takes the same branch (skip a step, stop, save)."""
+    if info.enabled:
+        dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+    return [value > 0 for value in flags.tolist()]
+
+
+def elastic_restart_count() -> int:
+    """How many times torchrun's elastic agent has restarted this job (0 outside torchrun)."""
+    return _env_int("TORCHELASTIC_RESTART_COUNT", 0)
 
 
 def all_gather_tensor(tensor: Tensor, info: DistInfo) -> list[Tensor]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -54,8 +56,63 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # mean training loss of each step of this call
     valid_loss: float | None = None  # last validation loss
     best_valid_loss: float | None = None
-    stopped_early: bool = False  # train.max_time ran out before train.max_steps
+    stopped_early: bool = False  # train.max_time ran out (or a signal came) before train.max_steps
     out: Path | None = None
+    skipped_steps: int = 0  # steps of this call skipped for a non-finite loss or gradient (nan_policy=skip)
+    interrupted: str | None = None  # "SIGTERM" / "SIGINT" when a signal stopped the run (last/ saved first)
+
+
+class NonFiniteLossError(TransformerXLError):
+    """Too many consecutive steps had a non-finite loss or gradient (train.nan_policy, max_bad_steps)."""
+
+
+class _StopSignals:
+    """SIGTERM (preemption) and SIGINT (Ctrl-C) set a flag that the loop checks between steps; the loop
+    then saves last/ and returns, so a resume is exact. A second signal of the same kind gets the previous
+    handler (the user insists). Handlers can only be installed on the main thread; elsewhere this is a no-op."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            self.restore()
+            signal.raise_signal(signum)  # now the previous handler: KeyboardInterrupt, or the default exit
+            return
+        self.received = signum
+
+    @property
+    def name(self) -> str | None:
+        return signal.Signals(self.received).name if self.received is not None else None
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.restore()
+
+
+def _nonfinite(loss: Tensor, grad_norm: Tensor | None, params: list[nn.Parameter], *, grads: bool) -> Tensor:
+    """1.0 when the step's loss (or, with ``grads``, any gradient) is NaN or inf, else 0.0, on the device
+    (no host sync here: the caller reduces it with the other flags)."""
+    bad = ~torch.isfinite(loss)
+    if grads:
+        if grad_norm is None:  # no clipping: a sum of norms is finite exactly when every gradient is
+            norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+            grad_norm = torch.stack(norms).sum() if norms else torch.zeros((), device=loss.device)
+        bad = bad | ~torch.isfinite(grad_norm)
+    return bad.double().reshape(1)
 
 
 def load_data(data: Any, vocab: Any = None) -> TrainData:
@@ -108,8 +165,12 @@ class _Metrics:
         self.writer = None
         if out is None or not info.is_main:
             return
-        out.mkdir(parents=True, exist_ok=True)
-        self.file = open(out / METRICS_FILE, "a", encoding="utf-8")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self.file = open(out / METRICS_FILE, "a", encoding="utf-8")
+        except OSError as exc:  # unwritable, read-only or a file in the way: before any step is lost
+            raise TransformerXLError(f"cannot write the run directory {out}: {exc.strerror or exc}; "
+                                     "choose a writable --out") from None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
@@ -120,16 +181,28 @@ class _Metrics:
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         if self.file is not None:
-            self.file.write(json.dumps({"step": step, **values}) + "\n")
-            self.file.flush()
+            try:
+                self.file.write(json.dumps({"step": step, **values}) + "\n")
+                self.file.flush()
+            except OSError as exc:  # disk full: metrics are not worth the run; the next save reports it
+                print(f"warning: cannot write {METRICS_FILE} ({exc.strerror or exc}); metrics logging stops",
+                      file=sys.stderr, flush=True)
+                self._close_file()
         if self.writer is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.writer.add_scalar(key, value, step)
 
+    def _close_file(self) -> None:
+        file, self.file = self.file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:  # the buffered tail cannot be written either
+                pass
+
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+        self._close_file()
         if self.writer is not None:
             self.writer.close()
 
@@ -161,7 +234,7 @@ def train(config: RunConfig, *, data: Any, out: str | Path | None = None, resume
     tc, oc = config.train, config.optim
     out = Path(out) if out is not None else None
     device = D.resolve_device(tc.device, local_rank=D._env_int("LOCAL_RANK", 0))
-    info = D.init_distributed(device)
+    info = D.init_distributed(device, timeout_s=tc.dist_timeout)
     try:
         return _train(config, data=load_data(data, vocab), out=out, resume=resume, device=device, info=info,
                       progress=progress, on_step=on_step)
@@ -229,6 +302,8 @@ def _train(config: RunConfig, *, data: TrainData, out: Path | None, resume: bool
                              rank=info.rank, world_size=info.world_size, device=device)
     mems: list[Memory | None] = [None] * tc.grad_accum
     step, best = 0, None
+    checked = tc.nan_policy != "ignore"
+    bad_run = 0  # consecutive non-finite steps
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
@@ -306,12 +381,23 @@ def _train(config: RunConfig, *, data: TrainData, out: Path | None, resume: bool
             save("best")
         return res.loss
 
+    saved_at = evaluated_at = step
+    last_good = step if state is not None else None  # step held by last/ (None: nothing saved yet)
+
+    def bad_steps_message() -> str:
+        where = (f"the last good checkpoint is {out / 'last'} (step {last_good}); resume from it with --resume"
+                 if out is not None and last_good is not None else "no checkpoint was saved yet")
+        return (f"{bad_run} consecutive step(s) had a non-finite loss or gradient (last at step {step}, "
+                f"train.nan_policy={tc.nan_policy}, train.max_bad_steps={tc.max_bad_steps}); {where}, after "
+                "lowering optim.lr or setting optim.clip")
+
+    signals = _StopSignals().__enter__()
     try:
-        saved_at = evaluated_at = step
         while step < tc.max_steps:
             segment, new_epoch = batches.next()
             if new_epoch:
                 mems = [None] * tc.grad_accum
+            previous_mems = list(mems)  # a skipped step keeps the memory it started from
             raw_model.train()
             xs, ys = segment.x.split(chunk_size), segment.y.split(chunk_size)
             step_loss = torch.zeros((), device=device)
@@ -331,47 +417,85 @@ def _train(config: RunConfig, *, data: TrainData, out: Path | None, resume: bool
             lr = learning_rate(step, oc, max_steps=tc.max_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
+
+            # stop by time, by signal, or skip a non-finite step: every rank must take the same branch
+            stop = tc.max_time > 0 and time.perf_counter() - start_time >= tc.max_time
+            signalled, bad = signals.received is not None, False
+            if info.enabled or checked:  # else nothing to agree on, and no host sync
+                flags = torch.tensor([float(stop), float(signalled)], dtype=torch.float64, device=device)
+                if checked:  # fp16: the grad scaler already skips overflowing gradients, so check the loss only
+                    flags = torch.cat([flags, _nonfinite(step_loss, grad_norm, params, grads=scaler is None)])
+                stop, signalled, *rest = D.any_rank(flags, info)
+                bad = bool(rest and rest[0])
+            if bad:
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.update()  # closes this step's unscale_
+                mems = previous_mems
+                bad_run += 1
+                result.skipped_steps += 1
             else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+                bad_run = 0
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             step += 1
             pending.append(step_loss)
             tokens_since_log += tc.batch_size * segment.y.shape[1]
             bar.update(1)
 
-            stop = tc.max_time > 0 and time.perf_counter() - start_time >= tc.max_time
-            if info.enabled and tc.max_time > 0:  # every rank must stop at the same step
-                stop = D.all_reduce_sum([float(stop)], device, info)[0] > 0
-            if (tc.log_every and step % tc.log_every == 0) or step == tc.max_steps or stop:
+            stop = stop or signalled
+            if (tc.log_every and step % tc.log_every == 0) or step == tc.max_steps or stop or bad:
                 values = flush_losses()
+                finite = [v for v in values if math.isfinite(v)]
                 now = time.perf_counter()
-                record = {"loss": sum(values) / len(values), "lr": lr,
+                record = {"loss": sum(finite) / len(finite) if finite else None, "lr": lr,
                           "tokens_per_s": tokens_since_log / max(now - last_log, 1e-9)}
-                if grad_norm is not None:
+                if grad_norm is not None and math.isfinite(float(grad_norm)):
                     record["grad_norm"] = float(grad_norm)
+                if result.skipped_steps:
+                    record["skipped_steps"] = result.skipped_steps
                 metrics.log(step, record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+                if finite:
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}",
+                                    tok_s=f"{record['tokens_per_s']:.0f}")
                 last_log, tokens_since_log = now, 0
+            if bad:
+                D.print0(info, f"step {step}: non-finite loss or gradient, step skipped "
+                               f"({bad_run} in a row, {result.skipped_steps} in all)")
+                if tc.nan_policy == "stop" or bad_run >= tc.max_bad_steps:
+                    raise NonFiniteLossError(bad_steps_message())
             if on_step is not None:
                 on_step(step, float(step_loss))
+            if signalled:  # preemption: save and leave now, without the periodic evaluation
+                if saved_at != step:
+                    save("last")
+                    saved_at = last_good = step
+                result.stopped_early = step < tc.max_steps
+                result.interrupted = signals.name or "signal"  # another rank got it when this one has none
+                D.print0(info, f"{result.interrupted} received: saved {out / 'last' if out else 'nothing (no --out)'} "
+                               f"at step {step}; continue with --resume")
+                break
             if tc.eval_every and step % tc.eval_every == 0:
                 validate()
                 evaluated_at = step
             if tc.save_every and step % tc.save_every == 0:
                 save("last")
-                saved_at = step
+                saved_at = last_good = step
             if stop:
                 result.stopped_early = step < tc.max_steps
                 break
         flush_losses()
-        if evaluated_at != step:  # always finish with a validation of the final weights
-            validate()
-        if saved_at != step or (out is not None and not (out / "last").exists()):
-            save("last")
+        if result.interrupted is None:
+            if evaluated_at != step:  # always finish with a validation of the final weights
+                validate()
+            if saved_at != step or (out is not None and not (out / "last").exists()):
+                save("last")
     finally:
+        signals.restore()
         bar.close()
         metrics.close()
     result.step, result.best_valid_loss = step, best
