@@ -90,6 +90,7 @@ def test_killed_worker_stops_the_job_then_resume_gives_the_same_result(char_data
     _kill_rank1_during_first_save(proc)
     _, err = proc.communicate(timeout=120)
     stopped_in = time.perf_counter() - start
+    print(f"torchrun started, rank 1 killed, job stopped after {stopped_in:.1f} s with status {proc.returncode}")
     assert proc.returncode != 0 and stopped_in < 90, (stopped_in, err[-2000:])  # stopped, did not hang
     assert load_training_state(out / "last")["step"] == 2  # the save in flight completed
     proc = _torchrun(char_data, out, "--resume")
