@@ -36,6 +36,7 @@ CONFIGS = {
 }
 WORKLOADS = ("train", "train_bf16", "eval128", "eval640", "gen")
 EVAL_SEG_LEN = 64
+THREADS: int | None = None  # threads per worker (--threads); None: torch's default
 
 
 @dataclass
@@ -105,18 +106,50 @@ def peak_rss_mb() -> float:
 
 
 def worker_matmul(dtype: str, repeats: int) -> dict:
+    """The best of torch's fp32 matmul (MKL) and oneDNN's (what our dense layers use) on 2048^3."""
+    from transformer_xl.model.linear import linear
+
     n = 2048
     kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     a, b = torch.randn(n, n, dtype=kind), torch.randn(n, n, dtype=kind)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        times.append((time.perf_counter() - start) / 5)
-    return {"gflops": 2 * n ** 3 / statistics.median(times) / 1e9}
+    best = {}
+    for name, fn in (("torch.mm", lambda: a @ b), ("onednn", lambda: linear(a, b))):
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(5):
+                fn()
+            times.append((time.perf_counter() - start) / 5)
+        best[name] = 2 * n ** 3 / statistics.median(times) / 1e9
+    return {"gflops": max(best.values()), "by_backend": best}
+
+
+def worker_bf16_loss(spec: Spec, *, steps: int) -> dict:
+    """Losses of the same 200-step run in fp32 and under bf16 autocast (same init, data, dropout seed)."""
+    config, batch = spec.config, spec.batch_size
+    seg = config.seg_len
+    gen = torch.Generator().manual_seed(1)
+    data = torch.randint(0, config.n_token, (batch, seg * steps + 1), generator=gen)
+    result = {}
+    for precision in ("fp32", "bf16"):
+        model = build("ours", config).train()
+        optim = torch.optim.Adam(model.parameters(), lr=2.5e-4)
+        torch.manual_seed(2)
+        mems, losses = None, []
+        for step in range(steps):
+            x, y = data[:, step * seg:(step + 1) * seg], data[:, step * seg + 1:(step + 1) * seg + 1]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss, mems = forward_loss("ours", model, x, y, mems)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+            optim.step()
+            losses.append(loss.item())
+        result[precision] = statistics.mean(losses[-10:])
+    result["relative_difference"] = abs(result["bf16"] - result["fp32"]) / result["fp32"]
+    return result
 
 
 def worker_train(impl: str, spec: Spec, *, steps: int, warmup: int, bf16: bool) -> dict:
@@ -150,12 +183,16 @@ def worker_eval(impl: str, spec: Spec, *, mem_len: int, steps: int) -> dict:
     set_eval_lengths(impl, model, seg_len=EVAL_SEG_LEN, mem_len=mem_len)
     warmup = -(-mem_len // EVAL_SEG_LEN)  # fill the memory before timing
     data = torch.randint(0, config.n_token, (batch, EVAL_SEG_LEN * (warmup + steps) + 1))
-    mems, times = None, []
+    mems, cache, times = None, None, []
     for step in range(warmup + steps):
         x = data[:, step * EVAL_SEG_LEN:(step + 1) * EVAL_SEG_LEN]
         y = data[:, step * EVAL_SEG_LEN + 1:(step + 1) * EVAL_SEG_LEN + 1]
         start = time.perf_counter()
-        _, mems = forward_loss(impl, model, x, y, mems)
+        if impl == "ours":  # as transformer_xl.evaluation.evaluate runs it: memory keys/values reused
+            out = model(x, y, mems=mems, kv_cache=cache, use_kv_cache=True)
+            mems, cache = out.mems, out.kv_cache
+        else:
+            _, mems = forward_loss(impl, model, x, y, mems)
         if step >= warmup:
             times.append(time.perf_counter() - start)
     return {"tokens_per_s": batch * EVAL_SEG_LEN / statistics.median(times), "peak_rss_mb": peak_rss_mb()}
@@ -168,13 +205,13 @@ def worker_gen(impl: str, spec: Spec, *, positions: tuple[int, ...], mem_len: in
     model = build(impl, config).eval()
     set_eval_lengths(impl, model, seg_len=1, mem_len=mem_len)
     token = torch.zeros(1, 1, dtype=torch.long)
-    mems, latency, times = None, {}, []
+    mems, cache, latency, times = None, None, {}, []
     last = max(positions) + timed
     for pos in range(last):
         start = time.perf_counter()
         if impl == "ours":
-            out = model(token, mems=mems, return_log_probs=True)
-            log_probs, mems = out.log_probs[:, -1], out.mems
+            out = model(token, mems=mems, kv_cache=cache, use_kv_cache=True, return_log_probs=True)
+            log_probs, mems, cache = out.log_probs[:, -1], out.mems, out.kv_cache
         else:
             out = model(token, mems=mems)
             log_probs, mems = out.prediction_scores[:, -1], out.mems
@@ -195,6 +232,8 @@ def run_worker(args: argparse.Namespace) -> None:
         result = worker_train(args.impl, spec, steps=args.steps, warmup=2, bf16=args.worker == "train_bf16")
     elif args.worker in ("eval128", "eval640"):
         result = worker_eval(args.impl, spec, mem_len=int(args.worker[4:]), steps=args.steps)
+    elif args.worker == "bf16_loss":
+        result = worker_bf16_loss(spec, steps=args.steps)
     elif args.worker == "gen":
         result = worker_gen(args.impl, spec, positions=(100, 2000), mem_len=spec.config.mem_len, timed=20)
     else:
@@ -209,6 +248,8 @@ def measure(worker: str, *, impl: str = "ours", config_name: str = "C", batch_si
     for _ in range(repeats):
         cmd = [sys.executable, __file__, "--worker", worker, "--impl", impl, "--config-name", config_name,
                "--steps", str(steps), "--dtype", dtype, "--repeats", "5"]
+        if THREADS:
+            cmd += ["--threads", str(THREADS)]
         if batch_size:
             cmd += ["--batch-size", str(batch_size)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -231,21 +272,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("results") / "latest.json")
+    parser.add_argument("--threads", type=int, default=None, help="threads per measurement process")
     # worker mode (internal)
     parser.add_argument("--worker", default=None)
     parser.add_argument("--impl", default="ours")
     parser.add_argument("--config-name", default="C")
     parser.add_argument("--dtype", default="fp32")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--bf16-check", action="store_true",
+                        help="also train config C 200 steps in fp32 and bf16 and compare the losses")
     args = parser.parse_args()
     if args.worker:
         run_worker(args)
         return
+    global THREADS
+    THREADS = args.threads
 
     configs = list(args.configs) + ([args.extra] if args.extra else [])
     report = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats}
-    peaks = {d: median_of(measure("matmul", dtype=d, repeats=args.repeats), "gflops") for d in ("fp32", "bf16")}
+              "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
+              "repeats": args.repeats}
+    peaks = {d: max(r["gflops"] for r in measure("matmul", dtype=d, repeats=args.repeats)) for d in ("fp32", "bf16")}
     report["matmul_peak_gflops"] = peaks
     rows = []
     for name in configs:
@@ -270,6 +316,11 @@ def main() -> None:
             rows.append(row)
             print_row(row, flush=True)
     report["rows"] = rows
+    if args.bf16_check:
+        check = measure("bf16_loss", config_name="C", steps=200, repeats=1)[0]
+        report["bf16_loss_check"] = check
+        print(f"bf16 loss check (config C, 200 steps): fp32 {check['fp32']:.4f}, bf16 {check['bf16']:.4f}, "
+              f"relative difference {check['relative_difference']:.2%}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print()

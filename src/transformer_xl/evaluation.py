@@ -155,15 +155,17 @@ def evaluate(model: TransformerXLLM, tokens: np.ndarray | Tensor, *, batch_size:
                 scored[i, first - 1 - c:n] = True
             target_pos = torch.arange(length)[None, :] + torch.tensor(starts)[:, None] + 1  # (B, L) index of y
             x, y, scored_dev = x.to(device), y.to(device), scored.to(device)
-            mems = None
+            mems = kv_cache = None
+            reuse_kv = model.supports_kv_cache  # the memory's keys/values are not projected again
             from tqdm.auto import tqdm
 
             for start in tqdm(range(0, length, config.seg_len), desc="eval", unit="seg", leave=False,
                               disable=None if progress else True):
                 stop = min(start + config.seg_len, length)
                 with _autocast(device, precision):
-                    out = model(x[:, start:stop], targets=y[:, start:stop], mems=mems)
-                mems = out.mems
+                    out = model(x[:, start:stop], targets=y[:, start:stop], mems=mems, kv_cache=kv_cache,
+                                use_kv_cache=reuse_kv)
+                mems, kv_cache = out.mems, out.kv_cache
                 loss = out.loss.double() * scored_dev[:, start:stop]  # (B, T) padding and warm-up masked
                 total += loss.sum()
                 if per_token is not None:
@@ -254,15 +256,15 @@ def score_tokens(model: TransformerXLLM, chunks: Iterable[np.ndarray | list[int]
     model.eval()
     prev: int | None = None  # the last token fed so far: the input that predicts the next target
     pending: list[int] = []  # targets not yet scored
-    mems = None
+    mems = kv_cache = None
 
     def run(targets: list[int]) -> Iterator[tuple[int, float]]:
-        nonlocal mems, prev
+        nonlocal mems, kv_cache, prev
         x = torch.tensor([[prev] + targets[:-1]], device=device)  # (1, T)
         y = torch.tensor([targets], device=device)
         with lengths(model, config):
-            out = model(x, targets=y, mems=mems)
-        mems = out.mems
+            out = model(x, targets=y, mems=mems, kv_cache=kv_cache, use_kv_cache=model.supports_kv_cache)
+        mems, kv_cache = out.mems, out.kv_cache
         prev = targets[-1]
         for token, nll in zip(targets, out.loss[0].tolist()):
             yield token, -nll

@@ -55,6 +55,7 @@ class Generator:
                                    same_length=False)
         self.device = next(model.parameters()).device
         self.mems: tuple[Tensor, ...] | None = None
+        self.kv_cache: tuple[tuple[Tensor, Tensor], ...] | None = None  # the memory's keys and values
         self.log_probs: Tensor | None = None
         # mem_len 0 has no recurrence: keep a sliding window of recent tokens and recompute over it
         self.window: list[int] = []
@@ -75,8 +76,9 @@ class Generator:
                 return self.log_probs
             for start in range(0, len(tokens), seg):
                 x = torch.tensor([list(tokens[start:start + seg])], device=self.device)  # (1, T)
-                out = self.model(x, mems=self.mems, return_hidden=True)
-                self.mems = out.mems
+                out = self.model(x, mems=self.mems, kv_cache=self.kv_cache,
+                                 use_kv_cache=self.model.supports_kv_cache, return_hidden=True)
+                self.mems, self.kv_cache = out.mems, out.kv_cache
             # the softmax only for the last position: (1, C) -> (V,)
             self.log_probs = self.model.crit.log_probs(out.hidden[:, -1])[0]
         return self.log_probs

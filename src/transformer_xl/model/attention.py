@@ -128,6 +128,7 @@ class MultiHeadAttention(nn.Module):
 
     uses_sinusoid = False  # the model computes AttentionContext.pos_emb when any layer needs it
     uses_global_rel_bias = False  # the model owns u and v shared by all layers (unless untied)
+    reusable_kv = True  # memory keys/values can be cached across segments (not when positions are added)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -189,17 +190,30 @@ class MultiHeadAttention(nn.Module):
         probs = torch.softmax(scores.float() if low_precision else scores, dim=-1).to(v.dtype)
         return self.dropatt(probs) @ v  # (B, H, T, K) @ (B, H, K, D) -> (B, H, T, D)
 
-    def forward(self, h: Tensor, *, mem: Tensor | None, ctx: AttentionContext) -> Tensor:
-        """h (B, T, C), mem (B, M, C) or None -> (B, T, C) after the residual connection and norm."""
+    def forward(self, h: Tensor, *, mem: Tensor | None, ctx: AttentionContext,
+                mem_kv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """h (B, T, C), mem (B, M, C) or None -> (B, T, C) after the residual connection and norm, and the
+        keys and values (B, H, K, D) of [memory ; segment].
+
+        ``mem_kv``: the memory's keys and values from the previous segment. A memory row's key and value
+        depend only on that row (the relative variants add no position to them), so reusing them skips
+        projecting the memory again: the same result for a fraction of the cost at inference.
+        """
         bsz, qlen, _ = h.shape
-        cat = h if mem is None else torch.cat([mem.to(h.dtype), h], dim=1)  # (B, K, C)
-        x = self.layer_norm(cat) if self.pre_norm else cat
-        q, k, v = self._project(self.add_positions(x, ctx), qlen)
+        if mem_kv is not None:
+            x = self.layer_norm(h) if self.pre_norm else h
+            q, k, v = self._project(x, qlen)  # (B, H, T, D) each
+            k = torch.cat([mem_kv[0].to(k.dtype), k], dim=2)  # (B, H, K, D)
+            v = torch.cat([mem_kv[1].to(v.dtype), v], dim=2)
+        else:
+            cat = h if mem is None else torch.cat([mem.to(h.dtype), h], dim=1)  # (B, K, C)
+            x = self.layer_norm(cat) if self.pre_norm else cat
+            q, k, v = self._project(self.add_positions(x, ctx), qlen)
         q, pos = self.position_terms(q * self.scale, ctx)
         attn = self._attend(q, k, v, pos, ctx.mask)  # (B, H, T, D)
         out = self.o_net(attn.transpose(1, 2).reshape(bsz, qlen, self.n_head * self.d_head))  # (B, T, C)
         out = self.drop(out)
-        return h + out if self.pre_norm else self.layer_norm(h + out)
+        return (h + out if self.pre_norm else self.layer_norm(h + out)), (k, v)
 
 
 class XLRelativeAttention(MultiHeadAttention):
@@ -258,6 +272,7 @@ class VaswaniAbsoluteAttention(MultiHeadAttention):
     """
 
     uses_sinusoid = True
+    reusable_kv = False  # a memory row's position, hence its key, changes every segment
 
     def add_positions(self, x: Tensor, ctx: AttentionContext) -> Tensor:
         assert ctx.pos_emb is not None
@@ -270,6 +285,8 @@ class AlRfouAbsoluteAttention(MultiHeadAttention):
     The vanilla baseline: trained without recurrence (mem_len 0). Positions count back from the last
     key; positions beyond the table share its last row.
     """
+
+    reusable_kv = False  # a memory row's position, hence its key, changes every segment
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)

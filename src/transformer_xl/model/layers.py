@@ -38,6 +38,8 @@ class DecoderLayer(nn.Module):
         self.dec_attn = attention(config)
         self.pos_ff = PositionwiseFF(config)
 
-    def forward(self, h: Tensor, mem: Tensor | None, ctx: AttentionContext) -> Tensor:
-        """h (B, T, C), mem (B, M, C) or None -> (B, T, C)."""
-        return self.pos_ff(self.dec_attn(h, mem=mem, ctx=ctx))
+    def forward(self, h: Tensor, mem: Tensor | None, ctx: AttentionContext,
+                mem_kv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """h (B, T, C), mem (B, M, C) or None -> (B, T, C), and the attention's keys and values."""
+        h, kv = self.dec_attn(h, mem=mem, ctx=ctx, mem_kv=mem_kv)
+        return self.pos_ff(h), kv

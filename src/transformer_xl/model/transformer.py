@@ -15,7 +15,7 @@ from .attention import ATTENTION_CLASSES, AttentionContext, attention_mask
 from .dropout import Dropout
 from .embedding import AdaptiveEmbedding, SinusoidPositionEmbedding, relative_positions
 from .layers import DecoderLayer
-from .memory import Memory, memory_length, update_memory
+from .memory import KVCache, Memory, memory_length, update_kv_cache, update_memory
 from .softmax import ProjectedAdaptiveLogSoftmax
 
 
@@ -27,12 +27,15 @@ class XLOutput:
     log_probs: (B, T, V) log-probabilities, when ``return_log_probs=True``.
     mems: one detached (B, M, C) tensor per layer input, to pass to the next segment.
     hidden: (B, T, C) final hidden states (the softmax input), when ``return_hidden=True``.
+    kv_cache: per layer, the keys and values of the new memory, when ``use_kv_cache=True``: pass it back
+        with ``mems`` to skip re-projecting the memory (inference).
     """
 
     loss: Tensor | None
     mems: Memory
     log_probs: Tensor | None = None
     hidden: Tensor | None = None
+    kv_cache: KVCache | None = None
 
 
 class TransformerXLLM(nn.Module):
@@ -104,6 +107,11 @@ class TransformerXLLM(nn.Module):
         self.config = self.config.with_lengths(seg_len=seg_len, mem_len=mem_len, ext_len=ext_len,
                                                clamp_len=clamp_len, same_length=same_length)
 
+    @property
+    def supports_kv_cache(self) -> bool:
+        """Whether ``use_kv_cache`` applies: the relative variants, whose memory keys never change."""
+        return self.layers[0].dec_attn.reusable_kv
+
     def num_parameters(self) -> int:
         """Trainable parameters, tied ones counted once."""
         return sum(p.numel() for p in self.parameters())
@@ -132,14 +140,18 @@ class TransformerXLLM(nn.Module):
                     f"{self.config.d_model}); got {[tuple(m.shape) for m in mems]}")
 
     def forward(self, x: Tensor, targets: Tensor | None = None, *, mems: Sequence[Tensor] | None = None,
-                mem_padding: Tensor | None = None, return_log_probs: bool = False,
-                return_hidden: bool = False) -> XLOutput:
+                mem_padding: Tensor | None = None, kv_cache: KVCache | None = None, use_kv_cache: bool = False,
+                return_log_probs: bool = False, return_hidden: bool = False) -> XLOutput:
         """x (B, T) token ids; targets (B, T') predicted from the last T' positions (T' < T when the
         first positions are extended context, ``ext_len``); mems from the previous segment or None.
 
         ``mem_padding`` (a long tensor, scalar or (B,)) says how many leading memory positions hold no
         token: they are masked out, so a fixed-size memory behaves exactly like a shorter one (used by
         fixed-shape exported programs and batches of prompts of different lengths).
+
+        ``use_kv_cache=True`` returns ``out.kv_cache``, the memory's attention keys and values; passing it
+        back as ``kv_cache`` (with the matching ``mems``) reuses them instead of projecting the memory again.
+        Same results; for inference (no dropout, fixed weights) with the relative attention variants.
         """
         self._check_inputs(x, targets, mems)
         config = self.config
@@ -161,16 +173,28 @@ class TransformerXLLM(nn.Module):
         ctx = AttentionContext(qlen=qlen, mlen=mlen, pos_emb=pos_emb, r_w_bias=self.r_w_bias,
                                r_r_bias=self.r_r_bias, mask=mask)
 
-        layer_inputs = []
+        if kv_cache is not None and mlen > 0:
+            self._check_kv_cache(kv_cache, mlen)
+        else:
+            kv_cache = None
+        layer_inputs, kvs = [], []
         for i, layer in enumerate(self.layers):
             layer_inputs.append(h)
             mem_i = None if mems is None else mems[i]
+            mem_kv = None if kv_cache is None else kv_cache[i]
             if config.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                h = checkpoint(layer, h, mem_i, ctx, use_reentrant=False)
+                h, kv = checkpoint(layer, h, mem_i, ctx, mem_kv, use_reentrant=False)
             else:
-                h = layer(h, mem_i, ctx)
+                h, kv = layer(h, mem_i, ctx, mem_kv)
+            kvs.append(kv)
         h = self.drop(h)
         new_mems = update_memory(layer_inputs, mems, mem_len=config.mem_len, ext_len=config.ext_len)
+        new_kv = None
+        if use_kv_cache:
+            if not self.supports_kv_cache:
+                raise TransformerXLError(f"attn_type {config.attn_type!r} adds positions to the memory's keys: "
+                                         "they change every segment and cannot be cached")
+            new_kv = update_kv_cache(kvs, old_len=mlen, qlen=qlen, mem_len=config.mem_len, ext_len=config.ext_len)
 
         n_pred = qlen if targets is None else targets.shape[1]
         pred = h[:, qlen - n_pred:]  # (B, T', C)
@@ -179,7 +203,17 @@ class TransformerXLLM(nn.Module):
         if targets is not None:
             loss = self.crit(flat, targets.reshape(-1).long()).view(bsz, n_pred)  # (B, T')
         log_probs = self.crit.log_probs(flat).view(bsz, n_pred, -1) if return_log_probs else None
-        return XLOutput(loss=loss, mems=new_mems, log_probs=log_probs, hidden=pred if return_hidden else None)
+        return XLOutput(loss=loss, mems=new_mems, log_probs=log_probs, hidden=pred if return_hidden else None,
+                        kv_cache=new_kv)
+
+    def _check_kv_cache(self, kv_cache: KVCache, mlen: int) -> None:
+        expected = (self.config.n_head, mlen, self.config.d_head)
+        if len(kv_cache) != self.config.n_layer or any(
+                (k.shape[1], k.shape[2], k.shape[3]) != expected or v.shape != k.shape for k, v in kv_cache):
+            raise TransformerXLError(
+                f"kv_cache must hold (keys, values) of shape (B, {self.config.n_head}, M={mlen}, "
+                f"{self.config.d_head}) for each of the {self.config.n_layer} layers, matching mems: pass the "
+                "kv_cache returned together with those mems")
 
     # Persistence (delegated: model/ does no I/O itself) ---------------------------------------------
     def save_pretrained(self, directory: str | Path, **kwargs: Any) -> None:
