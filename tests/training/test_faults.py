@@ -109,6 +109,7 @@ def test_sigterm_saves_then_resume_is_exact(tmp_path: Path) -> None:
     _assert_same_weights(tmp_path / "ref", run)
 
 
+@pytest.mark.slow
 def test_sigint_in_process_saves_restores_handler_and_resumes_exactly(tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGINT)
     full = train(tiny_run_config(max_steps=6, save_every=5), data=tiny_data(), out=tmp_path / "full")
@@ -200,6 +201,7 @@ def poison(monkeypatch):
     return arm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["loss", "grad"])
 def test_non_finite_step_is_skipped_and_counted(tmp_path: Path, poison, kind: str) -> None:
     poison({3}, kind)
