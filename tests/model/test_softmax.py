@@ -87,3 +87,20 @@ def test_tied_weights_and_projections_are_shared():
     assert model.crit.out_projs[1] is model.word_emb.emb_projs[1]
     untied = TransformerXLLM(make_config(cutoffs=(10,), div_val=2, tie_weight=False, tie_projs=(False, False)))
     assert untied.crit.out_layers[0].weight is not untied.word_emb.emb_layers[0].weight
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_loss_gradients_equal_autograd_of_log_softmax(name):
+    """The fused NLL (logsumexp forward, softmax - one-hot backward) against plain autograd."""
+    crit = randomize_(ProjectedAdaptiveLogSoftmax(make_config(**CONFIGS[name])).double())
+    hidden = torch.randn(30, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, V, (30,))
+    weights = torch.rand(30, dtype=torch.float64)
+    (crit(hidden, targets) * weights).sum().backward()
+    fused = [hidden.grad.clone()] + [p.grad.clone() for p in crit.parameters()]
+    hidden.grad = None
+    crit.zero_grad()
+    reference = -crit.log_probs(hidden).gather(1, targets[:, None]).squeeze(1)
+    (reference * weights).sum().backward()
+    for got, want in zip(fused, [hidden.grad] + [p.grad for p in crit.parameters()]):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
