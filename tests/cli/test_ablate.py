@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from transformer_xl.cli import main
 
@@ -14,14 +13,6 @@ MODEL = ["--model.n_layer", "1", "--model.d_model", "16", "--model.n_head", "2",
          "--model.d_inner", "32", "--model.seg_len", "8", "--model.mem_len", "8", "--model.dropout", "0.0"]
 TRAIN = ["--train.batch_size", "4", "--train.max_steps", "2", "--train.eval_every", "0", "--train.save_every", "0",
          "--train.log_every", "1", "--train.eval_max_tokens", "50"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_ablate_trains_and_compares_the_rows(char_data: Path, tmp_path: Path, capsys) -> None:

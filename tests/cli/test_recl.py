@@ -6,17 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from transformer_xl.cli import main
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only contend on a shared machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def _last_json(capsys: pytest.CaptureFixture) -> dict:
