@@ -54,6 +54,11 @@ def test_one_token_at_a_time_with_the_cache():
 def test_absolute_variants_and_mismatched_caches_are_refused():
     with pytest.raises(TransformerXLError, match="cannot be cached"):
         make_model(attn_type="vaswani")(torch.randint(0, V, (1, 5)), use_kv_cache=True)
+    absolute = make_model(attn_type="al-rfou")
+    first = absolute(torch.randint(0, V, (1, 5)))
+    fake = tuple((torch.zeros(1, 2, 5, 8, dtype=torch.float64),) * 2 for _ in range(2))
+    with pytest.raises(TransformerXLError, match="cannot be cached"):
+        absolute(torch.randint(0, V, (1, 5)), mems=first.mems, kv_cache=fake)
     model = make_model()
     out = model(torch.randint(0, V, (1, 5)), use_kv_cache=True)
     shorter = tuple((k[:, :, 1:], v[:, :, 1:]) for k, v in out.kv_cache)

@@ -173,6 +173,9 @@ class TransformerXLLM(nn.Module):
         ctx = AttentionContext(qlen=qlen, mlen=mlen, pos_emb=pos_emb, r_w_bias=self.r_w_bias,
                                r_r_bias=self.r_r_bias, mask=mask)
 
+        if (kv_cache is not None or use_kv_cache) and not self.supports_kv_cache:
+            raise TransformerXLError(f"attn_type {config.attn_type!r} adds positions to the memory's keys: "
+                                     "they change every segment and cannot be cached")
         if kv_cache is not None and mlen > 0:
             self._check_kv_cache(kv_cache, mlen)
         else:
@@ -191,9 +194,6 @@ class TransformerXLLM(nn.Module):
         new_mems = update_memory(layer_inputs, mems, mem_len=config.mem_len, ext_len=config.ext_len)
         new_kv = None
         if use_kv_cache:
-            if not self.supports_kv_cache:
-                raise TransformerXLError(f"attn_type {config.attn_type!r} adds positions to the memory's keys: "
-                                         "they change every segment and cannot be cached")
             new_kv = update_kv_cache(kvs, old_len=mlen, qlen=qlen, mem_len=config.mem_len, ext_len=config.ext_len)
 
         n_pred = qlen if targets is None else targets.shape[1]
