@@ -60,3 +60,17 @@ def test_stop_by_time_saves_last(tmp_path: Path) -> None:
                    data=tiny_data(), out=tmp_path)
     assert result.stopped_early and 1 <= result.step < 10_000
     assert load_training_state(tmp_path / "last")["step"] == result.step
+
+
+def test_resume_drops_metrics_of_steps_after_the_checkpoint(tmp_path: Path) -> None:
+    """After a crash, the rows of steps past the last checkpoint (and a torn line) would appear twice."""
+    data = tiny_data()
+    out = tmp_path / "run"
+    train(tiny_run_config(max_steps=3), data=data, out=out)
+    with open(out / "metrics.jsonl", "a") as f:  # what a run killed after step 5 leaves behind
+        f.write(json.dumps({"step": 4, "loss": 9.0}) + "\n" + json.dumps({"step": 5, "loss": 9.0}) + "\n")
+        f.write('{"step": 6, "lo')
+    train(tiny_run_config(max_steps=5), data=data, out=out, resume=True)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5]
+    assert all(r["loss"] != 9.0 for r in rows if "loss" in r)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -157,16 +158,40 @@ def _autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the rows of steps up to the checkpoint a run resumes from.
+
+    After a crash the file holds rows for steps the resumed run will do again (and perhaps a torn last
+    line); without this they would appear twice. Rewritten atomically.
+    """
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by the crash
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class _Metrics:
     """JSONL always (rank 0); TensorBoard when installed and asked for."""
 
-    def __init__(self, out: Path | None, info: D.DistInfo, tensorboard: bool) -> None:
+    def __init__(self, out: Path | None, info: D.DistInfo, tensorboard: bool, *,
+                 resumed_step: int | None = None) -> None:
         self.file = None
         self.writer = None
         if out is None or not info.is_main:
             return
         try:
             out.mkdir(parents=True, exist_ok=True)
+            if resumed_step is not None:
+                _truncate_metrics(out / METRICS_FILE, resumed_step)
             self.file = open(out / METRICS_FILE, "a", encoding="utf-8")
         except OSError as exc:  # unwritable, read-only or a file in the way: before any step is lost
             raise TransformerXLError(f"cannot write the run directory {out}: {exc.strerror or exc}; "
@@ -319,7 +344,7 @@ def _train(config: RunConfig, *, data: TrainData, out: Path | None, resume: bool
         set_rng_state(state["rng"][info.rank], device)
 
     # --- loop -------------------------------------------------------------------------------------------
-    metrics = _Metrics(out, info, tc.tensorboard)
+    metrics = _Metrics(out, info, tc.tensorboard, resumed_step=step if state is not None else None)
     result = TrainResult(step=step, best_valid_loss=best, out=out)
     batches = _Batches(streams)
     chunk_size = local_batch // tc.grad_accum
