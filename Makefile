@@ -23,5 +23,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

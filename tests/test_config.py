@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from transformer_xl import ConfigError, ModelConfig, PRESET_NAMES, TransformerXLError, preset_eval_lengths
+from transformer_xl import PRESET_NAMES, ConfigError, ModelConfig, TransformerXLError, preset_eval_lengths
 
 
 @pytest.mark.parametrize("field,value,fragment", [

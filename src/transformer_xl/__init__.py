@@ -3,8 +3,19 @@
 The public API, re-exported from the modules that own it (see ../shared/DESIGN.md section 3).
 """
 
-from .config import (ConfigError, DataConfig, EvalConfig, EvalLengths, ModelConfig, OptimConfig, PRESET_NAMES,
-                     RunConfig, TrainConfig, TransformerXLError, preset_eval_lengths)
+from .config import (
+                     PRESET_NAMES,
+                     ConfigError,
+                     DataConfig,
+                     EvalConfig,
+                     EvalLengths,
+                     ModelConfig,
+                     OptimConfig,
+                     RunConfig,
+                     TrainConfig,
+                     TransformerXLError,
+                     preset_eval_lengths,
+)
 from .evaluation import EvalResult, evaluate, sliding_window_evaluate
 from .generation import generate
 from .model import TransformerXLLM, XLOutput

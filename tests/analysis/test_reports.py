@@ -7,8 +7,13 @@ import pytest
 
 from transformer_xl import ModelConfig, TransformerXLLM
 from transformer_xl.analysis.context import ContextLosses, PositionLosses
-from transformer_xl.analysis.plots import (have_matplotlib, plot_gain_curves, plot_loss_by_position,
-                                           position_report, recl_report)
+from transformer_xl.analysis.plots import (
+    have_matplotlib,
+    plot_gain_curves,
+    plot_loss_by_position,
+    position_report,
+    recl_report,
+)
 from transformer_xl.analysis.recl import recl
 from transformer_xl.analysis.speed import eval_speed, speed_table
 from transformer_xl.config import TransformerXLError

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from transformer_xl.cli import main
 
 MODEL = ["--model.n_layer", "1", "--model.d_model", "16", "--model.n_head", "2", "--model.d_head", "8",

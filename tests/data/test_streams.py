@@ -36,7 +36,7 @@ def test_variable_lengths_are_contiguous_bounded_and_reproducible(n, seg, seed) 
                                     seed=seed)
     segments = list(streams)
     lengths = [s.y.shape[1] for s in segments]
-    assert all(l <= seg + 6 for l in lengths) and all(l >= 4 for l in lengths[:-1])  # last may be cut short
+    assert all(n <= seg + 6 for n in lengths) and all(n >= 4 for n in lengths[:-1])  # last may be cut short
     ys = torch.cat([s.y for s in segments], dim=1)
     xs = torch.cat([s.x for s in segments], dim=1)
     S = n // 2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import randomize_
 
+from helpers import randomize_
 from transformer_xl import ModelConfig, TransformerXLError, TransformerXLLM
 from transformer_xl.interop.export import StreamingSession, StreamingStep, export_streaming
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from helpers import randomize_
 
+from helpers import randomize_
 from transformer_xl import ModelConfig, TransformerXLLM
 from transformer_xl.model import AttentionContext, XLRelativeAttention, attention_mask, rel_shift
 from transformer_xl.model.embedding import SinusoidPositionEmbedding, relative_positions

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import randomize_
 
+from helpers import randomize_
 from transformer_xl import ModelConfig, TransformerXLLM
 from transformer_xl.data import OrderedStreams
 from transformer_xl.model import attention as attention_module

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import randomize_
 
+from helpers import randomize_
 from transformer_xl import ModelConfig, TransformerXLLM
 from transformer_xl.model import AdaptiveEmbedding, ProjectedAdaptiveLogSoftmax
 

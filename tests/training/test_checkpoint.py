@@ -14,8 +14,7 @@ import torch
 
 from transformer_xl import ModelConfig, TransformerXLLM
 from transformer_xl.config import RunConfig, TransformerXLError
-from transformer_xl.training.checkpoint import (load_model, load_training_state, resolve_checkpoint,
-                                                save_checkpoint)
+from transformer_xl.training.checkpoint import load_model, load_training_state, resolve_checkpoint, save_checkpoint
 
 SCRIPT = textwrap.dedent("""
     import os, sys, torch

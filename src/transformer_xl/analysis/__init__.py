@@ -3,8 +3,7 @@
 Works on any checkpoint: nothing here imports ``transformer_xl.training``.
 """
 
-from .context import (ContextLosses, PositionLosses, context_losses, context_method, fingerprint_model,
-                      loss_by_position)
+from .context import ContextLosses, PositionLosses, context_losses, context_method, fingerprint_model, loss_by_position
 from .recl import DEFAULT_RATIOS, GainCurve, RECLResult, group_baseline, recl, relative_gain, top_r_positions
 from .speed import SpeedRow, eval_speed, speed_table
 from .synthetic import SyntheticTask, accuracy_by_distance, kv_recall_task, lag_copy_task, recall_accuracy

@@ -29,8 +29,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import (PRESET_NAMES, ConfigError, EvalConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig,
-                      TransformerXLError, load_toml, preset_eval_lengths)
+from ..config import (
+    PRESET_NAMES,
+    ConfigError,
+    EvalConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    TransformerXLError,
+    load_toml,
+    preset_eval_lengths,
+)
 from .flags import add_config_flags, add_subcommand, merge_section, overrides, toml_section
 
 SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
@@ -91,7 +101,6 @@ def resolve_config(args: argparse.Namespace, *, n_token: int) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     from ..training import load_data, train
-
     from ..training.checkpoint import resolve_checkpoint
     from ..training.distributed import elastic_restart_count
 
@@ -115,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.distributed import _env_int
 
     if _env_int("RANK", 0) == 0:
-        lines = [f"trained to step {result.step}" + (f" (stopped by {result.interrupted or 'train.max_time'})" if result.stopped_early else "")]
+        stopped = f" (stopped by {result.interrupted or 'train.max_time'})" if result.stopped_early else ""
+        lines = [f"trained to step {result.step}{stopped}"]
         if result.valid_loss is not None:
             lines.append(f"valid loss {result.valid_loss:.4f} (best {result.best_valid_loss:.4f})")
         lines.append(f"checkpoints: {Path(args.out) / 'last'}, {Path(args.out) / 'best'}")

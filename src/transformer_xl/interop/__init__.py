@@ -11,5 +11,7 @@ from .export import StreamingSession, StreamingStep, export_streaming
 from .hf import config_from_hf, config_to_hf, export_hf, import_hf, read_text_vocab, zero_memory
 from .original import import_original
 
-__all__ = ["StreamingSession", "StreamingStep", "export_streaming", "config_from_hf", "config_to_hf", "export_hf", "import_hf", "import_original", "read_text_vocab",
-           "zero_memory"]
+__all__ = [
+    "StreamingSession", "StreamingStep", "export_streaming", "config_from_hf", "config_to_hf", "export_hf",
+    "import_hf", "import_original", "read_text_vocab", "zero_memory",
+]

@@ -1,8 +1,16 @@
 """The Transformer-XL model: imports only torch and transformer_xl.config; no I/O."""
 
-from .attention import (ATTENTION_CLASSES, AlRfouAbsoluteAttention, AttentionContext, MultiHeadAttention,
-                        ShawRelativeAttention, VaswaniAbsoluteAttention, XLRelativeAttention,
-                        attention_mask, rel_shift)
+from .attention import (
+                        ATTENTION_CLASSES,
+                        AlRfouAbsoluteAttention,
+                        AttentionContext,
+                        MultiHeadAttention,
+                        ShawRelativeAttention,
+                        VaswaniAbsoluteAttention,
+                        XLRelativeAttention,
+                        attention_mask,
+                        rel_shift,
+)
 from .embedding import AdaptiveEmbedding, SinusoidPositionEmbedding
 from .memory import Memory, memory_length, update_memory
 from .softmax import ProjectedAdaptiveLogSoftmax

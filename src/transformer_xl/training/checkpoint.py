@@ -160,7 +160,8 @@ def load_training_state(directory: str | Path) -> dict[str, Any]:
     return state
 
 
-def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple[TransformerXLLM, Any, RunConfig | None]:
+def load_model(path: str | Path, *, device: torch.device | str = "cpu"
+               ) -> tuple[TransformerXLLM, Any, RunConfig | None]:
     """(model in eval mode, vocabulary or None, run config or None) from a checkpoint or run directory."""
     from ..pretrained import load_pretrained, load_vocabulary
 

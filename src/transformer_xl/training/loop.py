@@ -25,13 +25,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig, RunConfig, TransformerXLError
+from ..config import RunConfig, TransformerXLError
 from ..data.streams import OrderedStreams, Segment
 from ..evaluation import evaluate
 from ..model import TransformerXLLM
 from . import distributed as D
-from .checkpoint import (load_run_config, load_training_state, resolve_checkpoint, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (
+    load_run_config,
+    load_training_state,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .schedule import learning_rate
 
 Memory = tuple[Tensor, ...]
@@ -256,7 +262,7 @@ def train(config: RunConfig, *, data: Any, out: str | Path | None = None, resume
     a stop, and N/2 resumed steps. Run under torchrun for DDP (one process per device). ``progress``:
     None shows a bar on a terminal only.
     """
-    tc, oc = config.train, config.optim
+    tc = config.train
     out = Path(out) if out is not None else None
     device = D.resolve_device(tc.device, local_rank=D._env_int("LOCAL_RANK", 0))
     info = D.init_distributed(device, timeout_s=tc.dist_timeout)
