@@ -17,7 +17,7 @@ the positional term as an additive bias).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -108,9 +108,18 @@ class AttentionContext:
     r_w_bias: Tensor | None = None  # (H, D) global u, unless untie_rel_bias
     r_r_bias: Tensor | None = None  # (H, D) global v, unless untie_rel_bias
 
+    _mask_biases: dict[torch.dtype, Tensor] = field(default_factory=dict, repr=False)
+
     @property
     def klen(self) -> int:
         return self.qlen + self.mlen
+
+    def mask_bias(self, dtype: torch.dtype) -> Tensor:
+        """The mask as an additive bias (0 or -inf), built once per forward and dtype, not per layer."""
+        if dtype not in self._mask_biases:
+            bias = torch.zeros(self.mask.shape, dtype=dtype, device=self.mask.device)
+            self._mask_biases[dtype] = bias.masked_fill_(self.mask, float("-inf"))
+        return self._mask_biases[dtype]
 
 
 def _distance_index(klen: int, table_size: int, device: torch.device) -> Tensor:
@@ -177,9 +186,8 @@ class MultiHeadAttention(nn.Module):
         # positional bias that needs a gradient it falls back to a slower path than the explicit one.
         return q.device.type != "cpu" or not q.requires_grad
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor | None, mask: Tensor) -> Tensor:
-        """softmax(q·k + rel_shift(pos), masked) · v -> (B, H, T, D); q and pos are already scaled."""
-        mask_bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(mask, float("-inf"))
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor | None, mask_bias: Tensor) -> Tensor:
+        """softmax(q·k + rel_shift(pos) + mask_bias) · v -> (B, H, T, D); q and pos are already scaled."""
         if self._use_sdpa(q):
             bias = mask_bias if pos is None else _RelShiftAdd.apply(pos, mask_bias, mask_bias.new_zeros(()))
             return F.scaled_dot_product_attention(
@@ -210,7 +218,7 @@ class MultiHeadAttention(nn.Module):
             x = self.layer_norm(cat) if self.pre_norm else cat
             q, k, v = self._project(self.add_positions(x, ctx), qlen)
         q, pos = self.position_terms(q * self.scale, ctx)
-        attn = self._attend(q, k, v, pos, ctx.mask)  # (B, H, T, D)
+        attn = self._attend(q, k, v, pos, ctx.mask_bias(q.dtype))  # (B, H, T, D)
         out = self.o_net(attn.transpose(1, 2).reshape(bsz, qlen, self.n_head * self.d_head))  # (B, T, C)
         out = self.drop(out)
         return (h + out if self.pre_norm else self.layer_norm(h + out)), (k, v)
