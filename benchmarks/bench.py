@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from transformer_xl import ModelConfig, TransformerXLLM
+from transformer_xl import ModelConfig, SegmentRunner, Span, TransformerXLLM, apply_device_kernels
 
 # The issue's configs: C byte level, W word level with an adaptive softmax.
 CONFIGS = {
@@ -58,7 +58,7 @@ def build(impl: str, config: ModelConfig, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     ours = TransformerXLLM(config)
     if impl == "ours":
-        return ours
+        return apply_device_kernels(ours, "cpu")  # as training and load_checkpoint do
     from transformers import TransfoXLConfig, TransfoXLLMHeadModel
 
     from transformer_xl.interop.hf import config_to_hf, state_dict_to_hf
@@ -78,20 +78,32 @@ def make_tokens(config: ModelConfig, shape: tuple[int, int]) -> torch.Tensor:
     return torch.multinomial(weights, shape[0] * shape[1], replacement=True).view(shape)
 
 
-def forward_loss(impl: str, model, x, y, mems):
-    """Mean training loss and the new memory for either implementation."""
-    if impl == "ours":
-        out = model(x, y, mems=mems)
-        return out.loss.mean(), out.mems
-    out = model(x, mems=mems, labels=y)
-    return out.losses.mean(), out.mems
+class HFRunner:
+    """Hugging Face's TransfoXL carrying its memory, with the interface of our SegmentRunner's step."""
+
+    def __init__(self, model, *, mem_len: int | None = None) -> None:
+        self.model, self.mems = model, None
+        if mem_len is not None:
+            model.reset_memory_length(mem_len)
+
+    def step(self, x, targets=None, **_):
+        out = self.model(x, mems=self.mems, labels=targets)
+        self.mems = out.mems
+        return out
 
 
-def set_eval_lengths(impl: str, model, *, seg_len: int, mem_len: int) -> None:
+def make_runner(impl: str, model, *, span: Span | None = None):
+    """Ours: the SegmentRunner that training, evaluate and generate use (memory keys/values reused when
+    gradients are off). Hugging Face: its model with its memory (zero-filled at the start, as it does)."""
     if impl == "ours":
-        model.set_lengths(seg_len=seg_len, mem_len=mem_len)
-    else:
-        model.reset_memory_length(mem_len)
+        return SegmentRunner(model, span=span)
+    return HFRunner(model, mem_len=None if span is None else span.mem_len)
+
+
+def step_loss(impl: str, runner, x, y):
+    """Mean loss of one segment (memory carried by the runner)."""
+    out = runner.step(x, y)
+    return (out.loss if impl == "ours" else out.losses).mean()
 
 
 def model_flops(config: ModelConfig, *, batch: int, seg_len: int, mem_len: int) -> float:
@@ -117,7 +129,7 @@ def peak_rss_mb() -> float:
 
 def worker_matmul(dtype: str, repeats: int) -> dict:
     """The best of torch's fp32 matmul (MKL) and oneDNN's (what our dense layers use) on 2048^3."""
-    from transformer_xl.model.linear import linear
+    from transformer_xl.kernels.linear import linear
 
     n = 2048
     kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
@@ -163,11 +175,10 @@ def worker_bf16_loss(spec: Spec, *, steps: int) -> dict:
         model = build("ours", config).train()
         optim = torch.optim.Adam(model.parameters(), lr=2.5e-4)
         torch.manual_seed(2)
-        mems, losses = None, []
+        runner, losses = SegmentRunner(model, precision=precision), []
         for step in range(steps):
             x, y = data[:, step * seg:(step + 1) * seg], data[:, step * seg + 1:(step + 1) * seg + 1]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss, mems = forward_loss("ours", model, x, y, mems)
+            loss = step_loss("ours", runner, x, y)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
@@ -185,12 +196,12 @@ def worker_train(impl: str, spec: Spec, *, steps: int, warmup: int, bf16: bool) 
     seg = config.seg_len
     torch.manual_seed(1)  # the same inputs for both implementations
     data = make_tokens(config, (batch, seg * (steps + warmup) + 1))
-    mems, times = None, []
+    runner, times = make_runner(impl, model), []
     for step in range(steps + warmup):
         x, y = data[:, step * seg:(step + 1) * seg], data[:, step * seg + 1:(step + 1) * seg + 1]
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss, mems = forward_loss(impl, model, x, y, mems)
+            loss = step_loss(impl, runner, x, y)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
@@ -207,20 +218,16 @@ def worker_train(impl: str, spec: Spec, *, steps: int, warmup: int, bf16: bool) 
 def worker_eval(impl: str, spec: Spec, *, mem_len: int, steps: int) -> dict:
     config, batch = spec.config, spec.batch_size
     model = build(impl, config).eval()
-    set_eval_lengths(impl, model, seg_len=EVAL_SEG_LEN, mem_len=mem_len)
+    runner = make_runner(impl, model, span=Span(seg_len=EVAL_SEG_LEN, mem_len=mem_len))
     warmup = -(-mem_len // EVAL_SEG_LEN)  # fill the memory before timing
     torch.manual_seed(1)  # the same inputs for both implementations
     data = make_tokens(config, (batch, EVAL_SEG_LEN * (warmup + steps) + 1))
-    mems, cache, times = None, None, []
+    times = []
     for step in range(warmup + steps):
         x = data[:, step * EVAL_SEG_LEN:(step + 1) * EVAL_SEG_LEN]
         y = data[:, step * EVAL_SEG_LEN + 1:(step + 1) * EVAL_SEG_LEN + 1]
         start = time.perf_counter()
-        if impl == "ours":  # as transformer_xl.evaluation.evaluate runs it: memory keys/values reused
-            out = model(x, y, mems=mems, kv_cache=cache, use_kv_cache=True)
-            mems, cache = out.mems, out.kv_cache
-        else:
-            _, mems = forward_loss(impl, model, x, y, mems)
+        runner.step(x, y)  # ours as evaluate() runs it: memory keys/values reused
         if step >= warmup:
             times.append(time.perf_counter() - start)
     return {"tokens_per_s": batch * EVAL_SEG_LEN / statistics.median(times), "peak_rss_mb": peak_rss_mb()}
@@ -231,18 +238,16 @@ def worker_gen(impl: str, spec: Spec, *, positions: tuple[int, ...], mem_len: in
     """Per-token latency of greedy decoding (one token at a time, memory carried) at given positions."""
     config = spec.config
     model = build(impl, config).eval()
-    set_eval_lengths(impl, model, seg_len=1, mem_len=mem_len)
+    runner = make_runner(impl, model, span=Span(seg_len=1, mem_len=mem_len))
     token = torch.zeros(1, 1, dtype=torch.long)
-    mems, cache, latency, times = None, None, {}, []
+    latency, times = {}, []
     last = max(positions) + timed
     for pos in range(last):
         start = time.perf_counter()
         if impl == "ours":
-            out = model(token, mems=mems, kv_cache=cache, use_kv_cache=True, return_log_probs=True)
-            log_probs, mems, cache = out.log_probs[:, -1], out.mems, out.kv_cache
+            log_probs = runner.step(token, return_log_probs=True).log_probs[:, -1]
         else:
-            out = model(token, mems=mems)
-            log_probs, mems = out.prediction_scores[:, -1], out.mems
+            log_probs = runner.step(token).prediction_scores[:, -1]
         token = log_probs.argmax(-1, keepdim=True)
         times.append(time.perf_counter() - start)
     for pos in positions:

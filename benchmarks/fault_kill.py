@@ -39,7 +39,8 @@ def _start(out: Path, steps: int, every: int, sleep: float, pause: str | None) -
 
 
 def _checkpoint_step(run: Path) -> int | None:
-    from transformer_xl.training.checkpoint import load_training_state, resolve_checkpoint
+    from transformer_xl.runtime import resolve_checkpoint
+    from transformer_xl.training.checkpoint import load_training_state
 
     try:
         return int(load_training_state(resolve_checkpoint(run / "last"))["step"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from transformer_xl import PRESET_NAMES, ConfigError, ModelConfig, TransformerXLError, preset_eval_lengths
+from transformer_xl import PRESET_NAMES, ConfigError, ModelConfig, Span, TransformerXLError, preset_eval_span
 
 
 @pytest.mark.parametrize("field,value,fragment", [
@@ -49,19 +49,23 @@ def test_unknown_fields_and_presets_are_errors(tmp_path):
         ModelConfig.load_json(tmp_path / "missing.json")
 
 
-def test_every_preset_builds_and_has_eval_lengths():
+def test_every_preset_builds_and_has_an_eval_span():
     for name in PRESET_NAMES:
         config = ModelConfig.preset(name)
-        lengths = preset_eval_lengths(name)
-        assert config.n_head * config.d_head > 0 and lengths.mem_len >= config.mem_len
+        span = preset_eval_span(name)
+        assert config.n_head * config.d_head > 0 and span.mem_len >= config.mem_len
     assert ModelConfig.preset("tiny", n_token=77).n_token == 77
 
 
-def test_with_lengths_validates():
-    config = ModelConfig.preset("tiny")
-    assert config.with_lengths(mem_len=640).mem_len == 640
-    with pytest.raises(ConfigError):
-        config.with_lengths(seg_len=0)
+def test_span_validates_and_replaces_only_given_fields():
+    span = ModelConfig.preset("tiny").train_span
+    assert span == Span(seg_len=32, mem_len=32, clamp_len=-1, same_length=False)
+    longer = span.replace(mem_len=640, clamp_len=None)
+    assert (longer.mem_len, longer.clamp_len, longer.seg_len) == (640, -1, 32)
+    assert "mem_len 640" in longer.describe()
+    for bad in (dict(seg_len=0), dict(mem_len=-1), dict(clamp_len=1.5), dict(same_length="yes")):
+        with pytest.raises(ConfigError):
+            span.replace(**bad)
 
 
 def test_replace_recomputes_derived_defaults():

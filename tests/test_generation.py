@@ -42,7 +42,7 @@ def test_memory_never_exceeds_mem_len_and_one_token_per_step() -> None:
     lengths = []
     for _ in generate(model, list(range(12)), max_new_tokens=15, seed=0, generator=state):
         lengths.append(state.memory_length)
-        assert all(m.shape[1] <= 5 for m in state.mems)
+        assert all(m.shape[1] <= 5 for m in state.runner.memory.states)
     assert max(lengths) == 5 and len(lengths) == 15
 
 

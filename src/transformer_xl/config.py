@@ -17,11 +17,11 @@ from typing import Any, Callable, Mapping
 __all__ = [
     "ATTENTION_TYPES",
     "ConfigError",
-    "EvalLengths",
     "ModelConfig",
     "PRESET_NAMES",
+    "Span",
     "TransformerXLError",
-    "preset_eval_lengths",
+    "preset_eval_span",
 ]
 
 
@@ -50,8 +50,9 @@ def _require(ok: bool, message: str) -> None:
 class ModelConfig:
     """Every option of the original Transformer-XL model.
 
-    Lengths (``seg_len``, ``mem_len``, ``ext_len``, ``clamp_len``, ``same_length``) are the training
-    values; evaluation may use others (see :meth:`with_lengths` and :class:`EvalLengths`).
+    The config describes the model as built and trained: the lengths (``seg_len``, ``mem_len``,
+    ``ext_len``, ``clamp_len``, ``same_length``) are the training values. How a call runs the model (its
+    :class:`Span`) is an argument of that call and defaults to these; nothing changes a config afterwards.
     """
 
     n_token: int  # vocabulary size V
@@ -143,13 +144,11 @@ class ModelConfig:
             changes["d_embed"] = None
         return dataclasses.replace(self, **changes)
 
-    def with_lengths(self, *, seg_len: int | None = None, mem_len: int | None = None,
-                     ext_len: int | None = None, clamp_len: int | None = None,
-                     same_length: bool | None = None) -> "ModelConfig":
-        """A copy with other attention lengths, as evaluation uses (paper: longer memory at test)."""
-        changes = {k: v for k, v in dict(seg_len=seg_len, mem_len=mem_len, ext_len=ext_len,
-                                         clamp_len=clamp_len, same_length=same_length).items() if v is not None}
-        return self.replace(**changes)
+    @property
+    def train_span(self) -> "Span":
+        """The span the model was trained with."""
+        return Span(seg_len=self.seg_len, mem_len=self.mem_len, clamp_len=self.clamp_len,
+                    same_length=self.same_length)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -193,13 +192,41 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalLengths:
-    """Attention lengths used at evaluation (the paper evaluates with longer memory than it trains)."""
+class Span:
+    """How far a model attends when it is run: segment length, memory length, clamp, same_length.
+
+    The paper evaluates with a shorter segment and a much longer memory than it trains with (wt103:
+    trained 150/150, evaluated 64 tokens over 640 of memory, distances clamped at 400). A call passes
+    the span to the model (``mem_len=..., clamp_len=..., same_length=...``; ``seg_len`` is the length of
+    the segments fed); :func:`transformer_xl.runtime.resolve_span` picks it for a checkpoint.
+    """
 
     seg_len: int
     mem_len: int
-    clamp_len: int = -1
-    same_length: bool = True
+    clamp_len: int = -1  # <= 0: no clamping
+    same_length: bool = False
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.seg_len, int) and not isinstance(self.seg_len, bool) and self.seg_len > 0,
+                 f"seg_len must be a positive integer, got {self.seg_len!r}")
+        _require(isinstance(self.mem_len, int) and not isinstance(self.mem_len, bool) and self.mem_len >= 0,
+                 f"mem_len must be a non-negative integer, got {self.mem_len!r}")
+        _require(isinstance(self.clamp_len, int) and not isinstance(self.clamp_len, bool),
+                 f"clamp_len must be an integer, got {self.clamp_len!r}")
+        _require(isinstance(self.same_length, bool), f"same_length must be true or false, got {self.same_length!r}")
+
+    def replace(self, **changes: Any) -> "Span":
+        """A copy with the fields given as non-None values changed (validated again)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """One line for logs: ``seg_len 64, mem_len 640, clamp_len 400, same_length on``."""
+        clamp = f"clamp_len {self.clamp_len}" if self.clamp_len > 0 else "no clamp"
+        return (f"seg_len {self.seg_len}, mem_len {self.mem_len}, {clamp}, "
+                f"same_length {'on' if self.same_length else 'off'}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,72 +241,72 @@ ENWIK8_VOCAB = 204
 TEXT8_VOCAB = 27
 
 
-def _wt103_base() -> tuple[ModelConfig, EvalLengths]:
+def _wt103_base() -> tuple[ModelConfig, Span]:
     return (ModelConfig(n_token=WT103_VOCAB, n_layer=16, d_model=410, n_head=10, d_head=41, d_inner=2100,
                         dropout=0.1, attn_dropout=0.0, seg_len=150, mem_len=150,
                         cutoffs=(20000, 40000, 200000), div_val=1),
-            EvalLengths(seg_len=64, mem_len=640, clamp_len=400, same_length=True))
+            Span(seg_len=64, mem_len=640, clamp_len=400, same_length=True))
 
 
-def _wt103_large() -> tuple[ModelConfig, EvalLengths]:
+def _wt103_large() -> tuple[ModelConfig, Span]:
     return (ModelConfig(n_token=WT103_VOCAB, n_layer=18, d_model=1024, n_head=16, d_head=64, d_inner=4096,
                         dropout=0.2, attn_dropout=0.2, seg_len=384, mem_len=384,
                         cutoffs=(20000, 40000, 200000), div_val=4),
-            EvalLengths(seg_len=128, mem_len=1600, clamp_len=1000, same_length=True))
+            Span(seg_len=128, mem_len=1600, clamp_len=1000, same_length=True))
 
 
-def _enwik8_base() -> tuple[ModelConfig, EvalLengths]:
+def _enwik8_base() -> tuple[ModelConfig, Span]:
     return (ModelConfig(n_token=ENWIK8_VOCAB, n_layer=12, d_model=512, n_head=8, d_head=64, d_inner=2048,
                         dropout=0.1, attn_dropout=0.0, seg_len=512, mem_len=512),
-            EvalLengths(seg_len=80, mem_len=2100, clamp_len=820, same_length=True))
+            Span(seg_len=80, mem_len=2100, clamp_len=820, same_length=True))
 
 
-def _enwik8_large() -> tuple[ModelConfig, EvalLengths]:
+def _enwik8_large() -> tuple[ModelConfig, Span]:
     return (ModelConfig(n_token=ENWIK8_VOCAB, n_layer=24, d_model=1024, n_head=8, d_head=128, d_inner=3072,
                         dropout=0.15, attn_dropout=0.15, seg_len=768, mem_len=768),
-            EvalLengths(seg_len=128, mem_len=3800, clamp_len=1000, same_length=True))
+            Span(seg_len=128, mem_len=3800, clamp_len=1000, same_length=True))
 
 
-def _text8_large() -> tuple[ModelConfig, EvalLengths]:
-    model, lengths = _enwik8_large()
-    return model.replace(n_token=TEXT8_VOCAB), lengths
+def _text8_large() -> tuple[ModelConfig, Span]:
+    model, span = _enwik8_large()
+    return model.replace(n_token=TEXT8_VOCAB), span
 
 
-def _lm1b_base() -> tuple[ModelConfig, EvalLengths]:
+def _lm1b_base() -> tuple[ModelConfig, Span]:
     return (ModelConfig(n_token=LM1B_VOCAB, n_layer=18, d_model=1024, n_head=8, d_head=128, d_inner=4096,
                         dropout=0.0, attn_dropout=0.0, seg_len=32, mem_len=32,
                         cutoffs=(60000, 100000, 640000), div_val=4, tie_projs=(False,) * 4),
-            EvalLengths(seg_len=32, mem_len=64, clamp_len=-1, same_length=True))
+            Span(seg_len=32, mem_len=64, clamp_len=-1, same_length=True))
 
 
-def _lm1b_large() -> tuple[ModelConfig, EvalLengths]:
+def _lm1b_large() -> tuple[ModelConfig, Span]:
     return (ModelConfig(n_token=LM1B_VOCAB, n_layer=24, d_model=1280, n_head=16, d_head=80, d_inner=8192,
                         dropout=0.05, attn_dropout=0.05, seg_len=32, mem_len=32,
                         cutoffs=(60000, 100000, 640000), div_val=4, tie_projs=(False,) * 4),
-            EvalLengths(seg_len=32, mem_len=64, clamp_len=-1, same_length=True))
+            Span(seg_len=32, mem_len=64, clamp_len=-1, same_length=True))
 
 
-def _char_small() -> tuple[ModelConfig, EvalLengths]:
+def _char_small() -> tuple[ModelConfig, Span]:
     # Benchmark config C: byte level, fits a laptop CPU.
     return (ModelConfig(n_token=256, n_layer=6, d_model=256, n_head=8, d_head=32, d_inner=1024,
                         dropout=0.1, seg_len=128, mem_len=128),
-            EvalLengths(seg_len=64, mem_len=640, clamp_len=-1, same_length=True))
+            Span(seg_len=64, mem_len=640, clamp_len=-1, same_length=True))
 
 
-def _word_small() -> tuple[ModelConfig, EvalLengths]:
+def _word_small() -> tuple[ModelConfig, Span]:
     # Benchmark config W: word level with an adaptive softmax.
     return (ModelConfig(n_token=32000, n_layer=4, d_model=256, n_head=8, d_head=32, d_inner=1024,
                         dropout=0.1, seg_len=128, mem_len=128, cutoffs=(2000, 8000), div_val=4),
-            EvalLengths(seg_len=64, mem_len=640, clamp_len=-1, same_length=True))
+            Span(seg_len=64, mem_len=640, clamp_len=-1, same_length=True))
 
 
-def _tiny() -> tuple[ModelConfig, EvalLengths]:
+def _tiny() -> tuple[ModelConfig, Span]:
     return (ModelConfig(n_token=256, n_layer=2, d_model=64, n_head=2, d_head=32, d_inner=128,
                         dropout=0.0, seg_len=32, mem_len=32),
-            EvalLengths(seg_len=16, mem_len=96, clamp_len=-1, same_length=True))
+            Span(seg_len=16, mem_len=96, clamp_len=-1, same_length=True))
 
 
-_PRESETS: dict[str, Callable[[], tuple[ModelConfig, EvalLengths]]] = {
+_PRESETS: dict[str, Callable[[], tuple[ModelConfig, Span]]] = {
     "wt103-base": _wt103_base,
     "wt103-large": _wt103_large,
     "enwik8-base": _enwik8_base,
@@ -294,8 +321,8 @@ _PRESETS: dict[str, Callable[[], tuple[ModelConfig, EvalLengths]]] = {
 PRESET_NAMES = tuple(_PRESETS)
 
 
-def preset_eval_lengths(name: str) -> EvalLengths:
-    """The evaluation lengths the released scripts use for a preset."""
+def preset_eval_span(name: str) -> Span:
+    """The evaluation span the released scripts use for a preset."""
     if name not in _PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
     return _PRESETS[name]()[1]
@@ -310,7 +337,8 @@ DATA_LEVELS = ("byte", "char", "word")
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    """Which corpus, where it is, how it is prepared (``txl prepare``) and how training reads it."""
+    """Which corpus, where it is and how it is prepared (``txl prepare``); how training reads it is
+    ``TrainConfig.streams``."""
 
     corpus: str = "pystdlib"  # one of DATA_CORPORA; pystdlib needs no path (the demo's corpus)
     path: str | None = None  # source file, folder, zip or glob; None only for pystdlib
@@ -323,8 +351,6 @@ class DataConfig:
     valid_fraction: float = 0.05  # text/pystdlib split of a single source, at line boundaries
     test_fraction: float = 0.05
     vocab_file: str | None = None  # a given vocabulary (JSON or one symbol a line) instead of building one
-    varlen: bool = False  # training: the paper's variable-length segments (VariableLengthStreams)
-    shuffle_seed: int = 0  # seed of variable lengths and of lm1b's per-epoch sentence shuffle
 
     def __post_init__(self) -> None:
         _require(self.corpus in DATA_CORPORA, f"corpus must be one of {DATA_CORPORA}, got {self.corpus!r}")
@@ -360,6 +386,10 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "inv_sqrt", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NAN_POLICIES = ("skip", "stop", "ignore")
+# How training reads the prepared training split (transformer_xl.data.streams.make_train_streams): "ordered"
+# contiguous streams, "varlen" the paper's variable-length segments, "sentences" whole sentences shuffled per
+# epoch (lm1b); "auto" is sentences when the prepared split stores sentence starts (lm1b), else ordered.
+TRAIN_STREAMS = ("auto", "ordered", "varlen", "sentences")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -404,7 +434,8 @@ class TrainConfig:
     eval_batch_size: int = 10  # streams in validation
     eval_max_tokens: int = 0  # tokens of the validation split scored (0: all of it)
     save_every: int = 200  # steps between checkpoints of last/ (0: only at the end)
-    seed: int = 1111  # seeds initialisation and dropout
+    seed: int = 1111  # seeds initialisation, dropout, variable segment lengths and the sentence shuffle
+    streams: str = "auto"  # one of TRAIN_STREAMS: "auto", "ordered", "varlen" or "sentences"
     precision: str = "fp32"  # "fp32", "bf16" (autocast, CPU or CUDA) or "fp16" (CUDA, with a grad scaler)
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
@@ -422,6 +453,7 @@ class TrainConfig:
             _require(isinstance(value, int) and value >= 0, f"train.{name} must be >= 0, got {value!r}")
         _require(self.max_time >= 0, f"train.max_time must be >= 0, got {self.max_time!r}")
         _require(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        _require(self.streams in TRAIN_STREAMS, f"train.streams must be one of {TRAIN_STREAMS}, got {self.streams!r}")
         _require(self.batch_size % self.grad_accum == 0,
                  f"train.batch_size={self.batch_size} must be divisible by train.grad_accum={self.grad_accum}")
         _require(self.nan_policy in NAN_POLICIES,

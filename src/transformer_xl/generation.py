@@ -3,7 +3,8 @@
 Every new token costs one forward of a single query over at most ``mem_len`` cached positions per
 layer, so the cost per token stays bounded however long the text grows (a vanilla Transformer would
 recompute its whole window for each token). With ``mem_len`` covering the whole text, generation is
-exactly what recomputing over the full context would give.
+exactly what recomputing over the full context would give. The span (segment length for reading the
+prompt, memory, clamp, same_length) is an argument, as everywhere: default the model's training span.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from .config import TransformerXLError
-from .evaluation import eval_lengths, lengths
+from .config import Span, TransformerXLError
 from .model import TransformerXLLM
+from .runner import SegmentRunner, call_span
 
 __all__ = ["Generator", "generate", "sample_next"]
 
@@ -43,19 +44,15 @@ def sample_next(log_probs: Tensor, *, temperature: float = 1.0, top_k: int = 0, 
 
 class Generator:
     """Holds the memory of one text being generated. ``feed`` reads tokens; ``log_probs`` is the
-    distribution of the next token; ``mems`` never holds more than ``mem_len`` positions per layer."""
+    distribution of the next token; the memory never holds more than ``span.mem_len`` positions."""
 
-    def __init__(self, model: TransformerXLLM, *, mem_len: int | None = None, clamp_len: int | None = None,
-                 seg_len: int | None = None) -> None:
+    def __init__(self, model: TransformerXLLM, *, span: Span | None = None, seg_len: int | None = None,
+                 mem_len: int | None = None, clamp_len: int | None = None, same_length: bool | None = None) -> None:
         self.model = model
-        mem = model.config.mem_len if mem_len is None else mem_len
-        seg = seg_len or model.config.seg_len
-        # same_length is off: one query over [memory ; itself] already sees a fixed number of keys
-        self.config = eval_lengths(model.config, seg_len=seg, mem_len=mem, clamp_len=clamp_len,
-                                   same_length=False)
+        self.span = call_span(model, span, seg_len=seg_len, mem_len=mem_len, clamp_len=clamp_len,
+                              same_length=same_length)
+        self.runner = SegmentRunner(model, span=self.span)
         self.device = next(model.parameters()).device
-        self.mems: tuple[Tensor, ...] | None = None
-        self.kv_cache: tuple[tuple[Tensor, Tensor], ...] | None = None  # the memory's keys and values
         self.log_probs: Tensor | None = None
         # mem_len 0 has no recurrence: keep a sliding window of recent tokens and recompute over it
         self.window: list[int] = []
@@ -66,33 +63,34 @@ class Generator:
         if not tokens:
             raise TransformerXLError("nothing to feed: the prompt is empty")
         self.model.eval()
-        seg = self.config.seg_len
-        with lengths(self.model, self.config):
-            if self.config.mem_len == 0:
-                self.window = (self.window + list(tokens))[-seg:]
-                x = torch.tensor([self.window], device=self.device)
-                out = self.model(x, return_log_probs=False, return_hidden=True)
-                self.log_probs = self.model.crit.log_probs(out.hidden[:, -1])[0]
-                return self.log_probs
+        seg = self.span.seg_len
+        if self.span.mem_len == 0:
+            self.window = (self.window + list(tokens))[-seg:]
+            x = torch.tensor([self.window], device=self.device)
+            out = self.runner.step(x, return_hidden=True)
+        else:
             for start in range(0, len(tokens), seg):
                 x = torch.tensor([list(tokens[start:start + seg])], device=self.device)  # (1, T)
-                out = self.model(x, mems=self.mems, kv_cache=self.kv_cache,
-                                 use_kv_cache=self.model.supports_kv_cache, return_hidden=True)
-                self.mems, self.kv_cache = out.mems, out.kv_cache
-            # the softmax only for the last position: (1, C) -> (V,)
-            self.log_probs = self.model.crit.log_probs(out.hidden[:, -1])[0]
+                out = self.runner.step(x, return_hidden=True)
+        # the softmax only for the last position: (1, C) -> (V,)
+        self.log_probs = self.model.crit.log_probs(out.hidden[:, -1])[0]
         return self.log_probs
 
     @property
     def memory_length(self) -> int:
-        return 0 if not self.mems else int(self.mems[0].shape[1])
+        return self.runner.memory_length
 
 
 def generate(model: TransformerXLLM, prompt: Sequence[int], *, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int = 0, top_p: float = 1.0, seed: int | None = None, mem_len: int | None = None,
-             clamp_len: int | None = None, stop_id: int | None = None,
+             top_k: int = 0, top_p: float = 1.0, seed: int | None = None, span: Span | None = None,
+             seg_len: int | None = None, mem_len: int | None = None, clamp_len: int | None = None,
+             same_length: bool | None = None, stop_id: int | None = None,
              generator: Generator | None = None) -> Iterator[int]:
-    """Yield up to ``max_new_tokens`` sampled token ids, one at a time, as soon as each is drawn."""
+    """Yield up to ``max_new_tokens`` sampled token ids, one at a time, as soon as each is drawn.
+
+    The span the model reads with: ``span`` (default: its training span) with the fields given here
+    replacing its own. ``generator`` continues an earlier text (its own span then applies).
+    """
     if max_new_tokens < 0:
         raise TransformerXLError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
@@ -102,7 +100,8 @@ def generate(model: TransformerXLLM, prompt: Sequence[int], *, max_new_tokens: i
         raise TransformerXLError("the prompt is empty: give at least one token")
     if min(prompt) < 0 or max(prompt) >= model.config.n_token:
         raise TransformerXLError(f"prompt token ids must lie in [0, {model.config.n_token})")
-    state = generator or Generator(model, mem_len=mem_len, clamp_len=clamp_len)
+    state = generator or Generator(model, span=span, seg_len=seg_len, mem_len=mem_len, clamp_len=clamp_len,
+                                   same_length=same_length)
     rng = torch.Generator().manual_seed(seed) if seed is not None else None
     log_probs = state.feed(list(prompt))
     for _ in range(max_new_tokens):

@@ -194,11 +194,9 @@ def load_pretrained(directory: str | Path, *, map_location: str | torch.device =
 
 def load_vocabulary(directory: str | Path) -> Any | None:
     """The vocabulary saved next to the model (``vocab.json``), or None when none was saved."""
+    from .data.vocab import Vocabulary
+
     path = Path(directory) / VOCAB_FILE
     if not path.exists():
         return None
-    try:
-        from .data.vocab import Vocabulary
-    except ImportError as exc:  # pragma: no cover - the data package ships with the library
-        raise TransformerXLError(f"cannot read {path}: transformer_xl.data.vocab is unavailable ({exc})") from None
     return Vocabulary.load(path)

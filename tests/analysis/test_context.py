@@ -10,7 +10,7 @@ from helpers import randomize_
 from transformer_xl import ModelConfig, TransformerXLLM
 from transformer_xl.analysis import context as context_module
 from transformer_xl.analysis.context import context_losses, context_method, fingerprint_model, loss_by_position
-from transformer_xl.config import TransformerXLError
+from transformer_xl.config import Span, TransformerXLError
 
 
 def _model(**overrides) -> TransformerXLLM:
@@ -82,7 +82,7 @@ def test_context_errors() -> None:
 
 def test_loss_by_position_without_memory_restarts_each_segment() -> None:
     model, tokens = _model(), _tokens(n=8 * 3 * 2 + 1)
-    result = loss_by_position(model, tokens, seg_len=8, mem_len=8, batch_size=2)
+    result = loss_by_position(model, tokens, span=Span(seg_len=8, mem_len=8), batch_size=2)
     assert result.with_memory.shape == result.without_memory.shape == (8,) and result.n_segments == 6
     # position 0 without memory is a forward on that single token
     data = torch.as_tensor(tokens)
@@ -90,8 +90,8 @@ def test_loss_by_position_without_memory_restarts_each_segment() -> None:
                 for s in range(0, 48, 8)]
     assert result.without_memory[0] == pytest.approx(np.mean(expected), rel=1e-6)
     assert abs(result.with_memory[0] - result.without_memory[0]) > 1e-6  # memory changes the first token
-    same = loss_by_position(model, tokens, seg_len=8, mem_len=0, batch_size=2)
+    same = loss_by_position(model, tokens, span=Span(seg_len=8, mem_len=0), batch_size=2)
     np.testing.assert_allclose(same.with_memory, same.without_memory)
     assert result.to_csv().count("\n") == 9 and len(result.to_dict()["with_memory"]) == 8
     with pytest.raises(TransformerXLError):
-        loss_by_position(model, tokens[:5], seg_len=8, batch_size=2)
+        loss_by_position(model, tokens[:5], span=model.config.train_span, batch_size=2)

@@ -16,7 +16,7 @@ from transformer_xl.analysis.plots import (
 )
 from transformer_xl.analysis.recl import recl
 from transformer_xl.analysis.speed import eval_speed, speed_table
-from transformer_xl.config import TransformerXLError
+from transformer_xl.config import Span, TransformerXLError
 
 
 def _result():
@@ -58,7 +58,7 @@ def test_eval_speed_rows() -> None:
     model = TransformerXLLM(ModelConfig(n_token=20, n_layer=1, n_head=2, d_model=16, d_head=8, d_inner=32,
                                         dropout=0.0, seg_len=4, mem_len=4)).eval()
     tokens = np.random.default_rng(0).integers(0, 20, 200)
-    rows = eval_speed(model, tokens, [8, 16], seg_len=4, xl_tokens=32, vanilla_tokens=8)
+    rows = eval_speed(model, tokens, [8, 16], span=Span(seg_len=4, mem_len=4), xl_tokens=32, vanilla_tokens=8)
     assert [r.attn_len for r in rows] == [8, 16]
     assert all(r.xl_ms_per_token > 0 and r.vanilla_ms_per_token > 0 for r in rows)
     assert "| 16 |" in speed_table(rows)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from transformer_xl import ModelConfig, TransformerXLLM
+from transformer_xl import ModelConfig, SegmentRunner, TransformerXLLM
 from transformer_xl.analysis.synthetic import accuracy_by_distance, kv_recall_task, lag_copy_task, recall_accuracy
 from transformer_xl.config import TransformerXLError
 
@@ -41,18 +41,17 @@ def test_xl_memory_recalls_beyond_the_segment_length() -> None:
     x = torch.stack([data[b * n:(b + 1) * n] for b in range(batch)])  # (B, n)
     y = torch.stack([data[b * n + 1:(b + 1) * n + 1] for b in range(batch)])  # (B, n)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    runner = SegmentRunner(model)  # the training span: segments of 16, memory 32
     for _ in range(3):  # three passes, memory carried across segments as in training
-        mems = None
-        for start in range(0, n, seg):
-            out = model(x[:, start:start + seg], targets=y[:, start:start + seg], mems=mems)
-            mems = out.mems
+        runner.reset()
+        for _, _, out in runner.run(x, targets=y):
             optimizer.zero_grad()
             out.loss.mean().backward()
             optimizer.step()
     test = lag_copy_task(lag=lag, n_tokens=2000, vocab=vocab, seed=7)
-    with_memory = recall_accuracy(model, test, mem_len=mem)
-    without_memory = recall_accuracy(model, test, mem_len=0)
+    with_memory = recall_accuracy(model, test, span=config.train_span.replace(mem_len=mem))
+    without_memory = recall_accuracy(model, test, span=config.train_span.replace(mem_len=0))
     assert with_memory > 0.6, with_memory
     assert without_memory < 0.3, without_memory  # chance is 1/8: a segment cannot see 24 tokens back
-    curve = accuracy_by_distance(model, [lag], n_tokens=1000, mem_len=mem, vocab=vocab)
+    curve = accuracy_by_distance(model, [lag], n_tokens=1000, span=config.train_span, vocab=vocab)
     assert set(curve) == {lag} and curve[lag] > 0.6

@@ -48,3 +48,16 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, char_data: Path) -> Pa
                  "--train.max_steps", "4", "--eval.seg_len", "4", "--eval.mem_len", "12"])
     assert code == 0
     return out
+
+
+def with_saved_eval(run: Path, dst: Path, **fields: object) -> Path:
+    """A copy of ``run``'s last checkpoint whose run.json [eval] section has ``fields`` set (as a preset or
+    ``txl train --eval.FIELD`` would have saved them)."""
+    import json
+    import shutil
+
+    shutil.copytree(run / "last", dst)
+    config = json.loads((dst / "run.json").read_text(encoding="utf-8"))
+    config["eval"].update(fields)
+    (dst / "run.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+    return dst

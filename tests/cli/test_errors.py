@@ -60,7 +60,7 @@ def test_bad_toml_missing_data_and_resume_mismatch(tmp_path: Path, char_data: Pa
 
 
 @pytest.mark.parametrize("flags,needle", [(["--seg-len", "0"], "seg_len"), (["--mem-len", "-1"], "mem_len")])
-def test_out_of_range_eval_lengths(trained_run: Path, char_data: Path, capsys, flags, needle) -> None:
+def test_out_of_range_span_values(trained_run: Path, char_data: Path, capsys, flags, needle) -> None:
     assert main(["eval", "--checkpoint", str(trained_run), "--data", str(char_data), *flags]) == 2
     _one_line_error(capsys, needle)
 

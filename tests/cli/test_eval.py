@@ -1,4 +1,5 @@
-"""`txl eval`: lengths from the run or flags, JSON output, every token once, vocabulary checks."""
+"""`txl eval`: lengths from the run or flags, JSON output, every token once (the whole split unless
+--max-tokens), vocabulary checks, and the same loss as `txl score` on the same text and span."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli.conftest import with_saved_eval
 from transformer_xl.cli import main
+from transformer_xl.config import Span
 from transformer_xl.data.cache import load_prepared
 
 
@@ -16,7 +19,7 @@ def _json(capsys: pytest.CaptureFixture) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_eval_json_uses_the_runs_eval_lengths(trained_run: Path, char_data: Path, capsys) -> None:
+def test_eval_json_uses_the_runs_eval_span(trained_run: Path, char_data: Path, capsys) -> None:
     assert main(["eval", "--checkpoint", str(trained_run), "--data", str(char_data), "--json",
                  "--no-progress"]) == 0
     result = _json(capsys)
@@ -42,3 +45,48 @@ def test_eval_refuses_data_of_another_vocabulary(trained_run: Path, byte_data: P
     assert main(["eval", "--checkpoint", str(trained_run), "--data", str(byte_data)]) == 2
     err = capsys.readouterr().err
     assert "another vocabulary" in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_and_score_give_the_same_loss_for_the_same_text_and_span(trained_run: Path, char_data: Path,
+                                                                      tmp_path: Path, capsys) -> None:
+    prepared = load_prepared(char_data)
+    tokens = prepared.split("test")
+    text = prepared.vocab.decode(tokens)
+    np.testing.assert_array_equal(prepared.vocab.encode(text), tokens)  # the file holds exactly the split
+    path = tmp_path / "test.txt"
+    path.write_text(text, encoding="utf-8", newline="")
+    span = ["--seg-len", "5", "--mem-len", "20", "--clamp-len", "7", "--same-length"]
+    described = Span(seg_len=5, mem_len=20, clamp_len=7, same_length=True).describe()
+    assert main(["eval", "--checkpoint", str(trained_run), "--data", str(char_data), "--batch-size", "1", *span,
+                 "--json", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    evaluated = json.loads(out.strip().splitlines()[-1])
+    assert f"span: {described}" in out
+    assert main(["score", "--checkpoint", str(trained_run), str(path), *span, "--summary-only", "--json"]) == 0
+    out = capsys.readouterr().out
+    scored = json.loads(out.strip().splitlines()[-1])
+    assert described in out and scored["span"] == {"seg_len": 5, "mem_len": 20, "clamp_len": 7, "same_length": True}
+    assert scored["tokens"] == evaluated["n_tokens"] == len(tokens) - 1
+    assert scored["loss"] == pytest.approx(evaluated["loss"], rel=1e-6)
+    # and every span flag reaches score: without --same-length the loss is another one
+    assert main(["score", "--checkpoint", str(trained_run), str(path), *span[:-1], "--summary-only", "--json"]) == 0
+    assert _json(capsys)["loss"] != pytest.approx(evaluated["loss"], rel=1e-6)
+
+
+def test_eval_scores_the_whole_split_unless_max_tokens_is_on_its_command_line(trained_run: Path, char_data: Path,
+                                                                            tmp_path: Path, capsys) -> None:
+    # a run saved with eval.max_tokens (as the demo's config has): txl eval must not inherit it
+    checkpoint = with_saved_eval(trained_run, tmp_path / "ckpt", max_tokens=30, batch_size=2)
+    n = len(load_prepared(char_data).split("test")) - 1
+    args = ["eval", "--checkpoint", str(checkpoint), "--data", str(char_data), "--json", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    whole = json.loads(out.strip().splitlines()[-1])
+    assert whole["n_tokens"] == whole["n_available"] == n > 30 and whole["partial"] is False
+    assert whole["batch_size"] == 2  # batch size still defaults from run.json
+    assert f"scored {n:,} of {n:,} tokens" in out and "PARTIAL" not in out
+    assert main([*args, "--max-tokens", "30"]) == 0
+    out = capsys.readouterr().out
+    part = json.loads(out.strip().splitlines()[-1])
+    assert part["n_tokens"] == 30 and part["n_available"] == n and part["partial"] is True
+    assert f"scored 30 of {n:,} tokens (PARTIAL" in out

@@ -1,13 +1,17 @@
-"""`txl generate`: prompt text or file, seeded sampling, streamed text, JSON summary."""
+"""`txl generate`: prompt text or file, seeded sampling, streamed text, JSON summary, the resolved span."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from cli.conftest import with_saved_eval
 from transformer_xl.cli import main
 from transformer_xl.cli.generate import TextStream
+from transformer_xl.config import Span
 from transformer_xl.data.vocab import Vocabulary
+from transformer_xl.generation import generate
+from transformer_xl.runtime import load_checkpoint
 
 
 def test_generate_is_seeded_and_streams(trained_run: Path, tmp_path: Path, capsys) -> None:
@@ -31,3 +35,23 @@ def test_text_stream_joins_bytes_and_words() -> None:
     words = Vocabulary("word", ["<eos>", "a", "b"], specials={"eos": "<eos>"}, lines="eos")
     stream = TextStream(words)
     assert "".join(stream.push(t) for t in [1, 2, 0, 2, 1]) == "a b\nb a"
+
+
+def test_generate_span_is_flags_then_the_runs_eval_settings(trained_run: Path, tmp_path: Path, capsys) -> None:
+    preset_like = {"seg_len": 4, "mem_len": 12, "clamp_len": 6, "same_length": True}
+    checkpoint = with_saved_eval(trained_run, tmp_path / "ckpt", **preset_like)
+    args = ["generate", "--checkpoint", str(checkpoint), "--prompt", "def f1(x):\n", "--max-new-tokens", "4",
+            "--seed", "0", "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["span"] == preset_like
+    assert f"span {Span(**preset_like).describe()}" in captured.err  # on stderr: stdout is only the text
+    assert main([*args, "--mem-len", "5", "--clamp-len", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["span"] == {**preset_like, "mem_len": 5,
+                                                                                     "clamp_len": 2}
+    # the same seed and span give the same text as the library with that span
+    loaded = load_checkpoint(checkpoint)
+    prompt = [int(t) for t in loaded.vocab.encode("def f1(x):\n")]
+    expected = list(generate(loaded.model, prompt, max_new_tokens=4, seed=0, span=Span(**preset_like)))
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["text"] == loaded.vocab.decode(expected)

@@ -1,4 +1,5 @@
-"""`txl recl` and `txl analyze`: the RECL table, saved gain curves, cache reuse, one-line user errors."""
+"""`txl recl` and `txl analyze`: the RECL table, saved gain curves, cache reuse, one-line user errors, and the
+Python API they call (recl_of_checkpoints)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from transformer_xl.analysis import recl_of_checkpoints
 from transformer_xl.cli import main
+from transformer_xl.config import Span, TransformerXLError
 
 
 def _last_json(capsys: pytest.CaptureFixture) -> dict:
@@ -49,8 +52,14 @@ def test_recl_user_errors_exit_2(trained_run: Path, char_data: Path, tmp_path: P
 
 def test_analyze_position_and_context(trained_run: Path, char_data: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "pos"
-    assert main(["analyze", "position", "--checkpoint", str(trained_run), "--data", str(char_data), "--split",
-                 "valid", "--batch-size", "2", "--out", str(out), "--json"]) == 0
+    position = ["analyze", "position", "--checkpoint", str(trained_run), "--data", str(char_data), "--split",
+                "valid", "--batch-size", "2", "--out", str(out), "--json"]
+    assert main(position) == 0  # the run's saved evaluation span: seg_len 4, mem_len 12
+    text = capsys.readouterr().out
+    assert "span: seg_len 4, mem_len 12, no clamp, same_length off" in text
+    default = json.loads(text.strip().splitlines()[-1])
+    assert (default["seg_len"], default["mem_len"], len(default["with_memory"])) == (4, 12, 4)
+    assert main([*position, "--seg-len", "8"]) == 0  # the training segment, as a flag
     result = _last_json(capsys)
     assert result["seg_len"] == 8 and len(result["with_memory"]) == 8
     assert (out / "position.csv").exists() and "without memory" in (out / "report.md").read_text()
@@ -64,3 +73,21 @@ def test_analyze_position_and_context(trained_run: Path, char_data: Path, tmp_pa
                  "--attn-lens", "8", "16", "--seg-len", "4", "--xl-tokens", "16", "--vanilla-tokens", "4",
                  "--json"]) == 0
     assert [row["attn_len"] for row in _last_json(capsys)["rows"]] == [8, 16]
+
+
+def test_recl_of_checkpoints_python_api_matches_the_command(trained_run: Path, char_data: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    group = recl_of_checkpoints([trained_run / "best", trained_run], char_data, names=["best", "run"], split="valid",
+                                max_tokens=150, start=4, step=4, max_context=12, cache_dir=tmp_path / "cache")
+    assert group.contexts == [4, 8, 12] and group.n_tokens == 150 and group.names == ["best", "run"]
+    # each checkpoint runs with the resolved span: the run's saved eval settings (seg_len 4, mem_len 12)
+    assert group.spans["best"] == Span(seg_len=4, mem_len=12)
+    assert [c.losses.shape for c in group.curves] == [(3, 150), (3, 150)]
+    assert main(["recl", "--checkpoints", str(trained_run / "best"), str(trained_run), "--names", "best", "run",
+                 "--data", str(char_data), "--split", "valid", "--max-tokens", "150", "--start", "4", "--step", "4",
+                 "--max-context", "12", "--out", str(tmp_path / "out"), "--no-progress", "--json"]) == 0
+    text = capsys.readouterr().out
+    assert "best: memory method: span seg_len 4, mem_len 12, no clamp, same_length off" in text
+    assert json.loads(text.strip().splitlines()[-1])["recl"] == group.to_dict()["recl"]
+    with pytest.raises(TransformerXLError, match="distinct name"):
+        recl_of_checkpoints([trained_run, trained_run], char_data, split="valid", contexts=[4, 8])

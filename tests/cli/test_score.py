@@ -1,4 +1,5 @@
-"""`txl score FILE`: per-token log-probabilities streamed, summary equal to evaluating the same tokens."""
+"""`txl score FILE`: per-token log-probabilities streamed, summary equal to evaluating the same tokens,
+with the span the one resolver gives (flags > run.json [eval] > training span)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from cli.conftest import with_saved_eval
 from transformer_xl.cli import main
 from transformer_xl.cli import score as score_cli
+from transformer_xl.config import Span
 from transformer_xl.evaluation import evaluate
-from transformer_xl.training.checkpoint import load_model
+from transformer_xl.pretrained import save_pretrained
+from transformer_xl.runtime import load_checkpoint
 
 
 def test_score_matches_evaluate_and_streams_in_pieces(trained_run: Path, tmp_path: Path, capsys,
@@ -26,8 +30,9 @@ def test_score_matches_evaluate_and_streams_in_pieces(trained_run: Path, tmp_pat
     per_token = [line.split("\t") for line in lines[:-2]]
     assert summary["tokens"] == len(text) - 1 == len(per_token)
     assert per_token[0][1] == "e" and per_token[2][1] == " "  # tokens in order ("d" is the unscored first)
-    model, vocab, _ = load_model(trained_run)
-    expected = evaluate(model, vocab.encode(text), mem_len=16)
+    loaded = load_checkpoint(trained_run)
+    # the span score used: --mem-len 16 over the run's saved evaluation span (seg_len 4, no clamp)
+    expected = evaluate(loaded.model, loaded.vocab.encode(text), seg_len=4, mem_len=16)
     assert summary["loss"] == pytest.approx(expected.loss, rel=1e-5)
     assert summary["ppl"] == pytest.approx(math.exp(expected.loss), rel=1e-5)
     assert -sum(float(row[2]) for row in per_token) / len(per_token) == pytest.approx(expected.loss, abs=1e-3)
@@ -38,3 +43,36 @@ def test_score_errors(trained_run: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "one.txt").write_text("x")
     assert main(["score", "--checkpoint", str(trained_run), str(tmp_path / "one.txt")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+PRESET_LIKE = {"seg_len": 4, "mem_len": 12, "clamp_len": 6, "same_length": True}  # short segments, long memory
+
+
+def test_score_span_is_flags_then_the_runs_eval_settings_then_training(trained_run: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    # a run whose run.json holds a preset-like evaluation span (as `txl train --preset wt103-base` saves one)
+    checkpoint = with_saved_eval(trained_run, tmp_path / "ckpt", **PRESET_LIKE)
+    text = "".join(f"def h{i}(z):\n    return z + {i}\n" for i in range(20))
+    path = tmp_path / "in.py"
+    path.write_text(text, encoding="utf-8")
+    loaded = load_checkpoint(checkpoint)
+    tokens = loaded.vocab.encode(text)
+
+    def score(directory: Path, *flags: str) -> dict:
+        assert main(["score", "--checkpoint", str(directory), str(path), "--summary-only", "--json", *flags]) == 0
+        out = capsys.readouterr().out
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert Span(**summary["span"]).describe() in out  # the span used is printed
+        return summary
+
+    saved = score(checkpoint)  # 2. the run's eval settings, all four of them
+    assert saved["span"] == PRESET_LIKE
+    assert saved["loss"] == pytest.approx(evaluate(loaded.model, tokens, span=Span(**PRESET_LIKE)).loss, rel=1e-6)
+    flagged = score(checkpoint, "--seg-len", "5", "--no-same-length")  # 1. flags win, field by field
+    assert flagged["span"] == {**PRESET_LIKE, "seg_len": 5, "same_length": False}
+    assert flagged["loss"] == pytest.approx(evaluate(loaded.model, tokens, span=Span(**flagged["span"])).loss,
+                                            rel=1e-6)
+    bare = tmp_path / "bare"  # 3. no run.json (a save_pretrained directory): the training span
+    save_pretrained(loaded.model, bare, vocab=loaded.vocab)
+    assert score(bare)["span"] == {"seg_len": 8, "mem_len": 8, "clamp_len": -1, "same_length": False}
+    assert score(bare, "--clamp-len", "3")["span"]["clamp_len"] == 3

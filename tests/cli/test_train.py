@@ -50,3 +50,15 @@ def test_config_layers_preset_toml_flags(tmp_path: Path, char_data: Path, capsys
     assert (saved.eval.seg_len, saved.eval.mem_len) == (16, 96)  # the tiny preset's evaluation lengths
     for name in ("config.json", "model.safetensors", "vocab.json", "run.json", "training_state.pt"):
         assert (out / "best" / name).exists() and (out / "last" / name).exists()
+
+
+def test_train_streams_flag(tmp_path: Path, char_data: Path) -> None:
+    from transformer_xl.training.checkpoint import load_training_state
+
+    common = ["--data", str(char_data), *TINY_MODEL, *TINY_TRAIN, "--train.max_steps", "2"]
+    assert main(["train", *common, "--out", str(tmp_path / "varlen"), "--train.streams", "varlen"]) == 0
+    assert load_training_state(tmp_path / "varlen" / "last")["streams"]["kind"] == "varlen"
+    assert main(["train", *common, "--out", str(tmp_path / "auto")]) == 0
+    assert load_training_state(tmp_path / "auto" / "last")["streams"]["kind"] == "ordered"  # no sentences here
+    # text prepared without sentence starts cannot be read as sentences: a one-line error, status 2
+    assert main(["train", *common, "--out", str(tmp_path / "bad"), "--train.streams", "sentences"]) == 2

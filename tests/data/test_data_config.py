@@ -23,3 +23,13 @@ def test_invalid_values_are_named(changes, match) -> None:
         DataConfig(**changes)
     with pytest.raises(ConfigError, match="unknown DataConfig"):
         DataConfig.from_dict({"corpus": "text", "path": "x", "bogus": 1})
+
+
+def test_how_training_reads_the_data_is_a_train_option() -> None:
+    from transformer_xl.config import TrainConfig
+
+    assert TrainConfig().streams == "auto"
+    with pytest.raises(ConfigError, match="train.streams must be one of .*'shuffled'"):
+        TrainConfig(streams="shuffled")
+    with pytest.raises(ConfigError, match="unknown DataConfig"):  # the stream options moved to [train]
+        DataConfig.from_dict({"varlen": True})

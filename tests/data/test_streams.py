@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transformer_xl.config import TransformerXLError
-from transformer_xl.data import OrderedStreams, ShuffledSentenceStreams, VariableLengthStreams
+from transformer_xl.data import OrderedStreams, ShuffledSentenceStreams, VariableLengthStreams, make_train_streams
 
 FAST = settings(max_examples=30, deadline=None)
 
@@ -114,3 +114,48 @@ def test_sentence_streams_shuffle_per_epoch_not_in_eval_and_resume() -> None:
 def test_sentence_streams_reject_bad_starts() -> None:
     with pytest.raises(TransformerXLError, match="sentence starts"):
         ShuffledSentenceStreams(np.arange(10), np.array([0, 5, 5]), batch_size=1, seg_len=2)
+
+
+def test_variable_lengths_follow_the_original_distribution() -> None:
+    # the original's get_varlen_iter: around seg_len with p = 0.95, else around seg_len / 2; N(., std),
+    # truncated to an integer, clipped to [min_len, seg_len + max_deviation * std]
+    streams = VariableLengthStreams(np.arange(400_000), batch_size=1, seg_len=70, seed=0)
+    lengths = np.array([s.y.shape[1] for s in streams][:-1])  # the last one is cut by the end of the text
+    assert len(lengths) > 4000 and lengths.min() >= 5 and lengths.max() <= 70 + 3 * 5
+    short = lengths < 52  # 35 + 3.4 std and 70 - 3.6 std: which mode each length came from
+    assert 0.04 < short.mean() < 0.06
+    assert abs(lengths[~short].mean() - 69.5) < 0.3 and abs(lengths[~short].std() - 5) < 0.3
+    assert abs(lengths[short].mean() - 34.5) < 1.0
+
+
+def test_make_train_streams_picks_the_kind() -> None:
+    tokens, starts = sentences_corpus([5 + (i % 7) for i in range(60)])
+    common = dict(batch_size=2, seg_len=4)
+    assert type(make_train_streams("auto", tokens, **common)) is OrderedStreams
+    assert type(make_train_streams("auto", tokens, sentences=starts, **common)) is ShuffledSentenceStreams
+    assert type(make_train_streams("ordered", tokens, sentences=starts, **common)) is OrderedStreams
+    assert type(make_train_streams("varlen", tokens, **common)) is VariableLengthStreams
+    with pytest.raises(TransformerXLError, match="sentence-level corpus"):
+        make_train_streams("sentences", tokens, **common)
+    with pytest.raises(TransformerXLError, match="ext_len"):
+        make_train_streams("sentences", tokens, sentences=starts, ext_len=2, **common)
+    with pytest.raises(TransformerXLError, match="train.streams must be one of"):
+        make_train_streams("shuffled", tokens, **common)
+    # the seed reaches the stream: another seed, other lengths
+    a = [s.y.shape[1] for s in make_train_streams("varlen", np.arange(3000), batch_size=2, seg_len=20, seed=1)]
+    b = [s.y.shape[1] for s in make_train_streams("varlen", np.arange(3000), batch_size=2, seg_len=20, seed=2)]
+    assert a != b
+
+
+def test_a_stream_state_resumes_only_the_same_kind() -> None:
+    tokens = np.arange(400)
+    ordered = OrderedStreams(tokens, batch_size=2, seg_len=8)
+    next(iter(ordered))
+    state = ordered.state_dict()
+    assert state["kind"] == "ordered"
+    with pytest.raises(TransformerXLError, match="trained on ordered streams, now varlen"):
+        VariableLengthStreams(tokens, batch_size=2, seg_len=8).load_state_dict(state)
+    legacy = {k: v for k, v in state.items() if k != "kind"}  # saved before the kind was recorded
+    again = OrderedStreams(tokens, batch_size=2, seg_len=8)
+    again.load_state_dict(legacy)
+    assert again.position == 1

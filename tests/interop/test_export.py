@@ -21,8 +21,8 @@ def eager_log_probs(model, tokens, seg_len):
     mems, outs = None, []
     with torch.no_grad():
         for start in range(0, tokens.shape[1], seg_len):
-            out = model(tokens[:, start:start + seg_len], mems=mems, return_log_probs=True)
-            mems = out.mems
+            out = model(tokens[:, start:start + seg_len], memory=mems, return_log_probs=True)
+            mems = out.memory
             outs.append(out.log_probs)
     return outs
 

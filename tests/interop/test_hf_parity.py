@@ -62,12 +62,12 @@ def _max_diffs(hf: Any, ours: TransformerXLLM, tokens: torch.Tensor) -> dict[str
     for s in range(N_SEG):
         seg = tokens[:, s * SEG:(s + 1) * SEG]
         h = hf(seg, mems=hf_mems, output_hidden_states=True)
-        o = ours(seg, mems=our_mems, return_log_probs=True, return_hidden=True)
+        o = ours(seg, memory=our_mems, return_log_probs=True, return_hidden=True)
         diffs["log_probs"] = max(diffs["log_probs"], (h.prediction_scores - o.log_probs).abs().max().item())
         diffs["hidden"] = max(diffs["hidden"], (h.hidden_states[-1] - o.hidden).abs().max().item())
-        for hm, om in zip(h.mems, o.mems):  # HF memory is (M, B, C): the inputs of every layer
+        for hm, om in zip(h.mems, o.memory.states):  # HF memory is (M, B, C): the inputs of every layer
             diffs["mems"] = max(diffs["mems"], (hm.transpose(0, 1) - om).abs().max().item())
-        hf_mems, our_mems = h.mems, o.mems
+        hf_mems, our_mems = h.mems, o.memory
     return diffs
 
 
@@ -84,8 +84,8 @@ def _greedy(hf: Any, ours: TransformerXLLM, prompt: torch.Tensor, steps: int) ->
                 out = model(x, mems=mems)
                 log_probs, mems = out.prediction_scores, out.mems
             else:
-                out = model(x, mems=mems, return_log_probs=True)
-                log_probs, mems = out.log_probs, out.mems
+                out = model(x, memory=mems, return_log_probs=True)
+                log_probs, mems = out.log_probs, out.memory
             x = log_probs[:, -1].argmax(-1, keepdim=True)  # (B, 1)
             generated.append(x)
         outs.append(torch.cat(generated, dim=1).tolist())

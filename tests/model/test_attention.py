@@ -73,13 +73,13 @@ def test_fused_shift_backward_equals_autograd_of_a_gather(monkeypatch, attn_type
     model = make_model(attn_type=attn_type, attn_impl=attn_impl, same_length=True, mem_len=4)
     x = torch.randint(0, V, (2, 11))
     first = model(x[:, :5], x[:, 1:6])
-    model(x[:, 5:10], x[:, 6:11], mems=first.mems).loss.sum().backward()
+    model(x[:, 5:10], x[:, 6:11], memory=first.memory).loss.sum().backward()
     fused = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
     from transformer_xl.model import attention as attention_module
     monkeypatch.setattr(attention_module, "_RelShiftAdd", _GatherShiftAdd)
     first = model(x[:, :5], x[:, 1:6])
-    model(x[:, 5:10], x[:, 6:11], mems=first.mems).loss.sum().backward()
+    model(x[:, 5:10], x[:, 6:11], memory=first.memory).loss.sum().backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, fused[name], atol=1e-10, rtol=1e-10, msg=name)
 
@@ -111,14 +111,14 @@ def test_same_length_limits_a_one_layer_model_to_mem_len_positions():
     """With one layer, a prediction under same_length depends on exactly the last mem_len tokens."""
     model = make_model(n_layer=1, mem_len=4, same_length=True)
     x = torch.randint(0, V, (1, 12))
-    ref = model(x[:, 6:], mems=model(x[:, :6]).mems, return_log_probs=True).log_probs  # (1, 6, V)
+    ref = model(x[:, 6:], memory=model(x[:, :6]).memory, return_log_probs=True).log_probs  # (1, 6, V)
     far = x.clone()
     far[0, 2] = (far[0, 2] + 1) % V  # 4+ positions before every query of the second segment
-    new = model(far[:, 6:], mems=model(far[:, :6]).mems, return_log_probs=True).log_probs
+    new = model(far[:, 6:], memory=model(far[:, :6]).memory, return_log_probs=True).log_probs
     torch.testing.assert_close(new, ref, atol=1e-10, rtol=0)
     near = x.clone()
     near[0, 3] = (near[0, 3] + 1) % V  # exactly mem_len - 1 before the first query: still seen
-    new = model(near[:, 6:], mems=model(near[:, :6]).mems, return_log_probs=True).log_probs
+    new = model(near[:, 6:], memory=model(near[:, :6]).memory, return_log_probs=True).log_probs
     assert (new[:, 0] - ref[:, 0]).abs().max() > 1e-6
     torch.testing.assert_close(new[:, 1:], ref[:, 1:], atol=1e-10, rtol=0)
 
@@ -129,11 +129,11 @@ def test_causality(attn_type):
     model = make_model(attn_type=attn_type)
     x = torch.randint(0, V, (2, 12))
     first = model(x[:, :5])
-    ref = model(x[:, 5:], mems=first.mems, return_log_probs=True).log_probs  # (B, 7, V)
+    ref = model(x[:, 5:], memory=first.memory, return_log_probs=True).log_probs  # (B, 7, V)
     t = 3  # position within the second segment
     x2 = x.clone()
     x2[:, 5 + t] = (x2[:, 5 + t] + 7) % V
-    new = model(x2[:, 5:], mems=first.mems, return_log_probs=True).log_probs
+    new = model(x2[:, 5:], memory=first.memory, return_log_probs=True).log_probs
     torch.testing.assert_close(new[:, :t], ref[:, :t], atol=1e-12, rtol=0)
     assert (new[:, t:] - ref[:, t:]).abs().max() > 1e-6  # and it does change the later ones
     full = model(x, return_log_probs=True).log_probs
@@ -151,10 +151,10 @@ def test_sdpa_path_equals_explicit_path(attn_type, pre_norm):
     x = torch.randint(0, V, (3, 10))
     mems_e = mems_s = None
     for seg in (x[:, :5], x[:, 5:]):
-        out_e = explicit(seg, seg, mems=mems_e)
-        out_s = sdpa(seg, seg, mems=mems_s)
+        out_e = explicit(seg, seg, memory=mems_e)
+        out_s = sdpa(seg, seg, memory=mems_s)
         torch.testing.assert_close(out_s.loss, out_e.loss, atol=1e-5, rtol=1e-5)
-        mems_e, mems_s = out_e.mems, out_s.mems
+        mems_e, mems_s = out_e.memory, out_s.memory
     out_e.loss.sum().backward()
     out_s.loss.sum().backward()
     for (name, p_e), p_s in zip(explicit.named_parameters(), sdpa.parameters()):
@@ -168,8 +168,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     x = torch.randint(0, V, (2, 10))
     first_p = plain(x[:, :5], x[:, :5])
     first_c = ckpt(x[:, :5], x[:, :5])
-    plain(x[:, 5:], x[:, 5:], mems=first_p.mems).loss.sum().backward()
-    ckpt(x[:, 5:], x[:, 5:], mems=first_c.mems).loss.sum().backward()
+    plain(x[:, 5:], x[:, 5:], memory=first_p.memory).loss.sum().backward()
+    ckpt(x[:, 5:], x[:, 5:], memory=first_c.memory).loss.sum().backward()
     for (name, p), q in zip(plain.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-6, msg=name)
 

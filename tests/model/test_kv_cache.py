@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import randomize_
-from transformer_xl import ModelConfig, TransformerXLError, TransformerXLLM
+from transformer_xl import Memory, ModelConfig, TransformerXLError, TransformerXLLM
 
 V = 40
 
@@ -19,14 +19,15 @@ def make_model(**overrides) -> TransformerXLLM:
 
 
 def run(model, x, seg_len, *, cached):
-    mems = cache = None
+    memory = None
     losses, log_probs = [], []
     for start in range(0, x.shape[1] - 1, seg_len):
-        out = model(x[:, start:start + seg_len], x[:, start + 1:start + seg_len + 1], mems=mems,
-                    kv_cache=cache, use_kv_cache=cached, return_log_probs=True)
-        mems, cache = out.mems, out.kv_cache
+        out = model(x[:, start:start + seg_len], x[:, start + 1:start + seg_len + 1], memory=memory,
+                    use_kv_cache=cached, return_log_probs=True)
+        memory = out.memory
+        assert (memory.keys_values is not None) == cached
         if cached:
-            assert all(k.shape[2] == m.shape[1] == v.shape[2] for (k, v), m in zip(cache, mems))
+            assert all(k.shape[2] == m.shape[1] == v.shape[2] for (k, v), m in zip(memory.keys_values, memory.states))
         losses.append(out.loss)
         log_probs.append(out.log_probs)
     return torch.cat(losses, 1), torch.cat(log_probs, 1)
@@ -58,9 +59,9 @@ def test_absolute_variants_and_mismatched_caches_are_refused():
     first = absolute(torch.randint(0, V, (1, 5)))
     fake = tuple((torch.zeros(1, 2, 5, 8, dtype=torch.float64),) * 2 for _ in range(2))
     with pytest.raises(TransformerXLError, match="cannot be cached"):
-        absolute(torch.randint(0, V, (1, 5)), mems=first.mems, kv_cache=fake)
+        absolute(torch.randint(0, V, (1, 5)), memory=Memory(first.memory.states, keys_values=fake))
     model = make_model()
     out = model(torch.randint(0, V, (1, 5)), use_kv_cache=True)
-    shorter = tuple((k[:, :, 1:], v[:, :, 1:]) for k, v in out.kv_cache)
+    shorter = tuple((k[:, :, 1:], v[:, :, 1:]) for k, v in out.memory.keys_values)
     with pytest.raises(TransformerXLError, match="kv_cache"):
-        model(torch.randint(0, V, (1, 5)), mems=out.mems, kv_cache=shorter)
+        model(torch.randint(0, V, (1, 5)), memory=Memory(out.memory.states, keys_values=shorter))

@@ -48,7 +48,7 @@ def test_a_tiny_model_overfits_one_batch():
     loss = None
     for _ in range(300):
         out = model(tokens[:, :16], tokens[:, 1:17])
-        out2 = model(tokens[:, 16:32], tokens[:, 17:33], mems=out.mems)
+        out2 = model(tokens[:, 16:32], tokens[:, 17:33], memory=out.memory)
         loss = torch.cat([out.loss, out2.loss], 1).mean()
         optim.zero_grad()
         loss.backward()
@@ -64,7 +64,7 @@ def test_output_shapes_and_prefix_targets():
     out = model(x, x[:, -4:], return_log_probs=True, return_hidden=True)
     assert isinstance(out, XLOutput)
     assert out.loss.shape == (3, 4) and out.log_probs.shape == (3, 4, 256) and out.hidden.shape == (3, 4, 64)
-    assert len(out.mems) == 2 and out.mems[0].shape == (3, 10, 64)
+    assert len(out.memory.states) == 2 and out.memory.states[0].shape == (3, 10, 64)
     assert model(x).loss is None
 
 
@@ -83,20 +83,19 @@ def test_bad_inputs_raise_clear_errors(bad):
 def test_mismatched_memory_and_targets_raise():
     model = TransformerXLLM(ModelConfig.preset("tiny"))
     x = torch.randint(0, 256, (2, 5))
-    with pytest.raises(TransformerXLError, match="mems"):
-        model(x, mems=(torch.zeros(3, 4, 64),) * 2)
+    with pytest.raises(TransformerXLError, match="memory"):
+        model(x, memory=(torch.zeros(3, 4, 64),) * 2)
     with pytest.raises(TransformerXLError, match="targets"):
         model(x, torch.randint(0, 256, (2, 6)))
 
 
-def test_set_lengths_changes_evaluation_lengths_only():
+def test_a_call_runs_at_other_lengths_without_changing_the_model():
     model = TransformerXLLM(ModelConfig.preset("tiny"))
-    model.set_lengths(seg_len=8, mem_len=100, clamp_len=50, same_length=True)
-    assert (model.config.seg_len, model.config.mem_len, model.config.clamp_len) == (8, 100, 50)
-    assert model.config.same_length and model.config.n_layer == 2
-    out = model(torch.randint(0, 256, (1, 60)))
-    out = model(torch.randint(0, 256, (1, 60)), mems=out.mems)
-    assert out.mems[0].shape[1] == 100
+    trained = model.config
+    out = model(torch.randint(0, 256, (1, 60)), mem_len=100, clamp_len=50, same_length=True)
+    out = model(torch.randint(0, 256, (1, 60)), memory=out.memory, mem_len=100, clamp_len=50, same_length=True)
+    assert out.memory.states[0].shape[1] == 100
+    assert model.config is trained and model.config.mem_len == 32
 
 
 @pytest.mark.parametrize("attn_type", ["vaswani", "al-rfou", "shaw"])

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from helpers import randomize_
-from transformer_xl import ModelConfig, TransformerXLLM
+from transformer_xl import ModelConfig, TransformerXLError, TransformerXLLM
 from transformer_xl.data import OrderedStreams
 from transformer_xl.model import attention as attention_module
+from transformer_xl.runner import SegmentRunner
 
 V = 40
 SOFTMAX = {
@@ -31,13 +32,13 @@ def make_model(**overrides) -> TransformerXLLM:
 
 
 def run_segments(model: TransformerXLLM, x: torch.Tensor, y: torch.Tensor, seg_len: int):
-    mems, losses, log_probs = None, [], []
-    for start in range(0, x.shape[1], seg_len):
-        out = model(x[:, start:start + seg_len], y[:, start:start + seg_len], mems=mems, return_log_probs=True)
-        mems = out.mems
+    """Through the one segment runner every command uses, at the model's training memory length."""
+    runner = SegmentRunner(model, span=model.config.train_span.replace(seg_len=seg_len))
+    losses, log_probs = [], []
+    for _, _, out in runner.run(x, y, return_log_probs=True):
         losses.append(out.loss)
         log_probs.append(out.log_probs)
-    return torch.cat(losses, 1), torch.cat(log_probs, 1), mems
+    return torch.cat(losses, 1), torch.cat(log_probs, 1), runner.memory
 
 
 @pytest.mark.parametrize("softmax", sorted(SOFTMAX))
@@ -52,7 +53,7 @@ def test_segmented_with_full_memory_equals_one_pass(attn_type, pre_norm, softmax
     seg_loss, seg_lp, mems = run_segments(model, x, y, seg_len=6)
     torch.testing.assert_close(seg_loss, full.loss, atol=1e-5, rtol=0)
     torch.testing.assert_close(seg_lp, full.log_probs, atol=1e-5, rtol=0)
-    assert mems[0].shape == (3, 24, 16)
+    assert mems.states[0].shape == (3, 24, 16)
 
 
 def test_untied_biases_and_clamp_len_keep_recurrence_exact():
@@ -82,7 +83,7 @@ def test_short_memory_differs_from_full_context():
     seg_loss, _, mems = run_segments(model, tokens[:, :-1], tokens[:, 1:], seg_len=6)
     torch.testing.assert_close(seg_loss[:, :6], full.loss[:, :6], atol=1e-5, rtol=0)  # first segment: same
     assert (seg_loss[:, 6:] - full.loss[:, 6:]).abs().max() > 1e-3
-    assert all(m.shape[1] == 3 for m in mems)
+    assert all(m.shape[1] == 3 for m in mems.states)
 
 
 def test_extended_context_with_streams_equals_one_pass():
@@ -92,11 +93,8 @@ def test_extended_context_with_streams_equals_one_pass():
     streams = OrderedStreams(tokens.numpy(), batch_size=3, seg_len=5, ext_len=2)
     data = streams.data  # (3, 21)
     full = model(data[:, :-1], data[:, 1:])
-    mems, losses = None, []
-    for segment in streams:
-        out = model(segment.x, segment.y, mems=mems)
-        mems = out.mems
-        losses.append(out.loss)
+    runner = SegmentRunner(model, ext_len=2)
+    losses = [runner.step(segment.x, segment.y).loss for segment in streams]
     torch.testing.assert_close(torch.cat(losses, 1), full.loss, atol=1e-5, rtol=0)
 
 
@@ -105,26 +103,42 @@ def test_memory_is_detached_and_capped():
     mems = None
     for _ in range(4):
         x = torch.randint(0, V, (2, 6))
-        out = model(x, x, mems=mems)
+        out = model(x, x, memory=mems)
         out.loss.mean().backward()  # would fail on a second backward through a non-detached memory
-        mems = out.mems
-        assert len(mems) == model.config.n_layer
-        assert all(m.shape[1] <= 7 and not m.requires_grad and m.grad_fn is None for m in mems)
-    assert mems[0].shape == (2, 7, 16)
+        mems = out.memory
+        assert len(mems.states) == model.config.n_layer
+        assert all(m.shape[1] <= 7 and not m.requires_grad and m.grad_fn is None for m in mems.states)
+    assert mems.states[0].shape == (2, 7, 16)
 
 
 def test_memory_starts_empty_not_zero_filled():
     model = make_model()
     x = torch.randint(0, V, (2, 6))
     empty = model(x, x).loss
-    zeros = model(x, x, mems=tuple(torch.zeros(2, 4, 16, dtype=torch.float64) for _ in range(3))).loss
+    zeros = model(x, x, memory=tuple(torch.zeros(2, 4, 16, dtype=torch.float64) for _ in range(3))).loss
     assert (empty - zeros).abs().max() > 1e-4  # zero-filled memory is not "no memory"
-    torch.testing.assert_close(model(x, x, mems=None).loss, model(x, x, mems=()).loss)
+    torch.testing.assert_close(model(x, x, memory=None).loss, model(x, x, memory=()).loss)
 
 
 def test_mem_len_zero_keeps_no_memory():
     model = make_model(mem_len=0)
     out = model(torch.randint(0, V, (2, 6)))
-    assert all(m.shape == (2, 0, 16) for m in out.mems)
-    again = model(torch.randint(0, V, (2, 6)), mems=out.mems)
-    assert all(m.shape == (2, 0, 16) for m in again.mems)
+    assert out.memory is None
+    again = model(torch.randint(0, V, (2, 6)), memory=out.memory)
+    assert again.memory is None
+
+
+def test_the_span_is_an_argument_of_the_call_not_state():
+    """A call at other lengths changes nothing for the next call: the config is what was trained."""
+    model = make_model(mem_len=4, clamp_len=-1)
+    trained = model.config
+    x = torch.randint(0, V, (2, 6))
+    first = model(x, x, mem_len=100, clamp_len=3, same_length=True)
+    assert model.config is trained
+    assert first.memory.length == 6  # kept up to the call's mem_len
+    default = model(x, x, memory=first.memory)
+    assert default.memory.length == 4  # the next call without a span uses the training mem_len again
+    clamped = model(x, x, memory=first.memory, clamp_len=2).loss
+    assert (clamped - default.loss).abs().max() > 1e-6  # the call's clamp_len is used
+    with pytest.raises(TransformerXLError, match="mem_len"):
+        model(x, mem_len=-1)

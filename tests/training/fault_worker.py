@@ -27,8 +27,8 @@ def reference_config(max_steps: int, save_every: int):
 def main(argv: list[str]) -> int:
     import torch
 
+    from transformer_xl.runtime import resolve_checkpoint
     from transformer_xl.training import train
-    from transformer_xl.training.checkpoint import resolve_checkpoint
 
     torch.set_num_threads(1)
     out, max_steps, save_every = Path(argv[0]), int(argv[1]), int(argv[2])

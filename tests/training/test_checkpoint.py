@@ -14,7 +14,8 @@ import torch
 
 from transformer_xl import ModelConfig, TransformerXLLM
 from transformer_xl.config import RunConfig, TransformerXLError
-from transformer_xl.training.checkpoint import load_model, load_training_state, resolve_checkpoint, save_checkpoint
+from transformer_xl.runtime import load_checkpoint, resolve_checkpoint
+from transformer_xl.training.checkpoint import load_training_state, save_checkpoint
 
 SCRIPT = textwrap.dedent("""
     import os, sys, torch
@@ -50,7 +51,8 @@ def test_save_killed_midway_leaves_previous_checkpoint(tmp_path: Path, phase: st
         proc.wait()
     directory = resolve_checkpoint(target)  # ".last.old" when killed between the two renames
     assert load_training_state(directory)["step"] == 1
-    model, _, run = load_model(target)
+    loaded = load_checkpoint(target)
+    model, run = loaded.model, loaded.run_config
     reference = _reference()
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
     assert run is not None and run.model == reference.config

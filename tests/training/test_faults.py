@@ -21,9 +21,10 @@ from safetensors.torch import load_file
 
 from training.tiny import tiny_data, tiny_run_config
 from transformer_xl.config import TransformerXLError
+from transformer_xl.runtime import load_checkpoint, resolve_checkpoint
 from transformer_xl.training import checkpoint as ckpt
 from transformer_xl.training import loop, train
-from transformer_xl.training.checkpoint import load_model, load_training_state, resolve_checkpoint
+from transformer_xl.training.checkpoint import load_training_state
 
 WORKER = Path(__file__).with_name("fault_worker.py")
 
@@ -142,7 +143,7 @@ def test_disk_full_during_save_is_a_clear_error_and_previous_checkpoint_loads(tm
         train(tiny_run_config(max_steps=4, save_every=2, eval_every=0), data=data, out=tmp_path, resume=True)
     monkeypatch.undo()
     assert load_training_state(tmp_path / "last")["step"] == 2
-    load_model(tmp_path)
+    load_checkpoint(tmp_path)
     assert not list(tmp_path.glob(".last.tmp-*"))  # the half-written temporary directory is gone
 
 
@@ -164,7 +165,8 @@ def test_torch_save_short_write_becomes_a_clear_error(tmp_path: Path, monkeypatc
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 59648 vs 59540")
 
     monkeypatch.setattr(ckpt.torch, "save", short_write)
-    model, _, run = load_model(tmp_path)
+    loaded = load_checkpoint(tmp_path)
+    model, run = loaded.model, loaded.run_config
     with pytest.raises(TransformerXLError, match="bytes free"):
         ckpt.save_checkpoint(tmp_path / "last", model=model, run_config=run, training_state={"step": 9})
     monkeypatch.undo()

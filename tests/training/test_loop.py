@@ -57,3 +57,79 @@ def test_fp16_needs_cuda_and_data_must_fit_the_vocabulary() -> None:
             train(tiny_run_config(precision="fp16", device="cpu"), data=tiny_data(), out=None)
     with pytest.raises(TransformerXLError, match="beyond model.n_token"):
         train(tiny_run_config(), data={"train": np.arange(200)}, out=None)
+
+
+def _state(**train_overrides):
+    from transformer_xl.runtime import DistInfo
+    from transformer_xl.training.loop import load_data, setup
+
+    return setup(tiny_run_config(**train_overrides), load_data(tiny_data()), out=None, resume=False,
+                 device=torch.device("cpu"), info=DistInfo())
+
+
+def test_a_skipped_step_keeps_weights_and_restores_each_chunks_memory() -> None:
+    from transformer_xl.training.loop import agree, apply_or_skip, forward_backward
+    from transformer_xl.training.signals import StopSignals
+
+    state = _state()
+    first = forward_backward(state)
+    agree(state, first, StopSignals())
+    assert not (first.bad or first.stop or first.signalled)
+    apply_or_skip(state, first)
+    memories = [runner.memory for runner in state.runners]
+    assert len(memories) == 2 and all(m.batch_size == 2 and m.length == 8 for m in memories)  # 2 chunks of 2
+    weights = {k: v.clone() for k, v in state.model.state_dict().items()}
+
+    second = forward_backward(state)
+    assert [runner.memory for runner in state.runners] != memories  # the forward moved the memory on
+    second.loss = second.loss * float("nan")
+    agree(state, second, StopSignals())
+    assert second.bad
+    apply_or_skip(state, second)
+    assert all(a is b for a, b in zip((runner.memory for runner in state.runners), memories))
+    assert all(torch.equal(weights[k], v) for k, v in state.model.state_dict().items())
+    assert all(p.grad is None for p in state.params)
+    assert (state.step, state.bad_run, state.result.skipped_steps) == (2, 1, 1)
+
+
+def test_log_cadence_and_the_bad_step_policy() -> None:
+    from transformer_xl.training.loop import NonFiniteLossError, StepOutcome, apply_or_skip, check_bad_steps, log_step
+
+    state = _state(log_every=3, max_bad_steps=2)
+    loss = torch.tensor(2.0)
+    good = StepOutcome(loss=loss, grad_norm=None, lr=0.1, tokens=32, previous_memory=[None, None])
+    apply_or_skip(state, good)
+    assert log_step(state, good) is None and len(state.pending) == 1  # step 1 of 3: nothing written yet
+    bad = StepOutcome(loss=loss * float("nan"), grad_norm=None, lr=0.1, tokens=32, previous_memory=[None, None],
+                      bad=True)
+    apply_or_skip(state, bad)
+    record = log_step(state, bad)  # an event is logged at once, with the finite losses only
+    assert record is not None and record["loss"] == 2.0 and record["skipped_steps"] == 1
+    check_bad_steps(state, bad)  # 1 in a row: allowed
+    apply_or_skip(state, bad)
+    with pytest.raises(NonFiniteLossError, match="2 consecutive step.*no checkpoint was saved yet"):
+        check_bad_steps(state, bad)
+
+
+def test_prepared_lm1b_trains_on_shuffled_sentences(tmp_path: Path) -> None:
+    from transformer_xl.data.cache import prepare_corpus
+    from transformer_xl.training.checkpoint import load_training_state
+    from transformer_xl.training.loop import load_data
+
+    top = tmp_path / "1-billion-word-language-modeling-benchmark-r13output"
+    words = "the cat sat on a mat and dog ran to it".split()
+    sentences = [" ".join(words[(i + j) % len(words)] for j in range(2 + i % 5)) for i in range(60)]
+    for folder, name, lines in (("training-monolingual.tokenized.shuffled", "news.en-00001-of-00100", sentences),
+                                ("heldout-monolingual.tokenized.shuffled", "news.en.heldout-00000-of-00050",
+                                 sentences[:10])):
+        (top / folder).mkdir(parents=True)
+        (top / folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "1b_word_vocab.txt").write_text("<S> 9\n</S> 9\n<UNK> 1\n" + "".join(f"{w} 1\n" for w in words),
+                                                encoding="utf-8")
+    prepare_corpus("lm1b", tmp_path, tmp_path / "data", progress=False)
+    data = load_data(tmp_path / "data")
+    assert data.train_sentences is not None and len(data.train_sentences) == 60
+    config = tiny_run_config(max_steps=2, eval_every=0)
+    config = dataclasses.replace(config, model=config.model.replace(n_token=len(data.vocab)))
+    train(config, data=data, out=tmp_path / "run")  # train.streams=auto
+    assert load_training_state(tmp_path / "run" / "last")["streams"]["kind"] == "sentences"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,6 +14,7 @@ from training.tiny import tiny_data, tiny_run_config
 from transformer_xl.config import TransformerXLError
 from transformer_xl.training import train
 from transformer_xl.training.checkpoint import load_training_state
+from transformer_xl.training.schedule import learning_rate
 
 
 @pytest.mark.slow
@@ -74,3 +76,39 @@ def test_resume_drops_metrics_of_steps_after_the_checkpoint(tmp_path: Path) -> N
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5]
     assert all(r["loss"] != 9.0 for r in rows if "loss" in r)
+
+
+def _sentence_data(seed: int = 0) -> dict[str, np.ndarray]:
+    # sentences of 3 to 12 tokens, about 3 segments of 8 per stream and epoch: 6 steps reshuffle once
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 13, 18)
+    return {"train": rng.integers(0, 50, int(lengths.sum())), "train_sentences": np.cumsum(lengths) - lengths,
+            "valid": rng.integers(0, 50, 60)}
+
+
+@pytest.mark.parametrize("streams, data, kind", [
+    ("varlen", tiny_data(), "varlen"),
+    ("auto", _sentence_data(), "sentences"),  # auto: the data has sentence starts (lm1b)
+])
+def test_resume_is_exact_for_every_kind_of_stream(tmp_path: Path, streams: str, data, kind: str) -> None:
+    config = lambda steps: tiny_run_config(max_steps=steps, streams=streams)  # noqa: E731
+    full = train(config(6), data=data, out=tmp_path / "full")
+    first = train(config(3), data=data, out=tmp_path / "split")
+    state = load_training_state(tmp_path / "split" / "last")
+    assert state["streams"]["kind"] == kind and state["mems"] is not None
+    second = train(config(6), data=data, out=tmp_path / "split", resume=True)
+    assert first.losses + second.losses == full.losses  # exact equality, no tolerance
+    a = load_file(tmp_path / "full" / "last" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "last" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load_training_state(tmp_path / "full" / "last")["streams"]["epoch"] >= 1  # an epoch boundary was crossed
+    # as in the original, the learning rate follows the schedule whatever a segment's length
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    optim = config(6).optim
+    assert [r["lr"] for r in rows if "loss" in r] == [learning_rate(s, optim, max_steps=6) for s in range(6)]
+
+
+def test_resume_refuses_other_streams(tmp_path: Path) -> None:
+    train(tiny_run_config(max_steps=2, streams="varlen"), data=tiny_data(), out=tmp_path)
+    with pytest.raises(TransformerXLError, match="trained on varlen streams, now ordered"):
+        train(tiny_run_config(max_steps=4, streams="ordered"), data=tiny_data(), out=tmp_path, resume=True)

@@ -6,7 +6,9 @@ before it (fewer only for the first c tokens of the corpus), in corpus order.
 * ``memory`` (Transformer-XL and any model with relative positions): cached evaluation with
   ``same_length`` and ``mem_len = c``, so every query attends to exactly c keys (itself included) and
   the predicted token sees c tokens; the memory carries what those c states learned from further back,
-  as the paper measures it.
+  as the paper measures it. The rest of the span (segment length, clamp) is an argument: the span a
+  command resolved for the checkpoint (:func:`transformer_xl.runtime.resolve_span`), by default the
+  model's training span; segments are at most c tokens long.
 * ``window`` (the vanilla Al-Rfou / absolute-position model): a fresh window of the c tokens before
   each target, one forward per token (the paper's sliding-window evaluation). A learned absolute table
   has no rows beyond the training window, so the window is capped there: the model's loss at a longer c
@@ -29,15 +31,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import TransformerXLError
+from ..config import Span, TransformerXLError
 from ..evaluation import evaluate, sliding_window_evaluate
 from ..model import TransformerXLLM
+from ..runner import SegmentRunner
 
-__all__ = ["CONTEXT_METHODS", "ContextLosses", "PositionLosses", "context_losses", "context_method",
+__all__ = ["CONTEXT_METHODS", "ContextLosses", "PositionLosses", "context_losses", "context_method", "context_span",
            "fingerprint_model", "fingerprint_tokens", "loss_by_position", "window_cap"]
 
 CONTEXT_METHODS = ("auto", "memory", "window")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the key holds the whole span (clamp_len too)
 
 
 # Fingerprints ---------------------------------------------------------------------------------------
@@ -98,7 +101,13 @@ class ContextLosses:
         return {c: float(self.losses[k].astype(np.float64).mean()) for k, c in enumerate(self.contexts)}
 
 
-def _one_context(model: TransformerXLLM, data: Tensor, *, context: int, method: str, seg_len: int,
+def context_span(base: Span, context: int) -> Span:
+    """The span that gives every token exactly ``context`` tokens of context with the memory method:
+    ``mem_len = c`` with ``same_length``, segments of at most c tokens (at least 1), ``base``'s clamp."""
+    return base.replace(seg_len=max(1, min(base.seg_len, context or 1)), mem_len=context, same_length=True)
+
+
+def _one_context(model: TransformerXLLM, data: Tensor, *, context: int, method: str, span: Span,
                  batch_size: int, max_tokens: int, device: torch.device | None, progress: bool) -> np.ndarray:
     if method == "window":
         if context == 0:
@@ -106,23 +115,22 @@ def _one_context(model: TransformerXLLM, data: Tensor, *, context: int, method: 
         res = sliding_window_evaluate(model, data, window=context, batch_size=batch_size, max_tokens=max_tokens,
                                       device=device, return_per_token=True, progress=progress)
     else:
-        # same_length with mem_len = c: every query sees exactly c keys once the memory has filled; warmup c
-        # gives the first token of each stream its full context too.
-        res = evaluate(model, data, batch_size=batch_size, seg_len=seg_len, mem_len=max(context, 0),
-                       same_length=True, warmup=context, max_tokens=max_tokens, device=device,
-                       return_per_token=True, progress=progress)
+        # warmup c gives the first token of each stream its full context too
+        res = evaluate(model, data, span=span, batch_size=batch_size, warmup=context, max_tokens=max_tokens,
+                       device=device, return_per_token=True, progress=progress)
     assert res.per_token is not None
     return res.per_token.astype(np.float32)
 
 
 def context_losses(model: TransformerXLLM, tokens: np.ndarray | Tensor, contexts: Sequence[int], *,
-                   method: str = "auto", seg_len: int | None = None, batch_size: int = 8, max_tokens: int = 0,
+                   span: Span | None = None, method: str = "auto", batch_size: int = 8, max_tokens: int = 0,
                    cache_dir: str | Path | None = None, name: str | None = None,
                    device: torch.device | str | None = None, progress: bool = False) -> ContextLosses:
     """Per-token losses of ``tokens[1:]`` at every context length in ``contexts`` (see the module doc).
 
-    ``seg_len`` is the evaluation segment of the memory method (default: min(model seg_len, c) for each
-    c, at least 1). ``cache_dir`` stores each (model, tokens, c, settings) result once.
+    ``span``: the span the memory method starts from (default: the model's training span); at context c
+    it runs :func:`context_span` (``mem_len`` c, ``same_length``, segments of min(seg_len, c) tokens).
+    ``cache_dir`` stores each (model, tokens, c, settings) result once.
     """
     if method not in CONTEXT_METHODS:
         raise TransformerXLError(f"method must be one of {CONTEXT_METHODS}, got {method!r}")
@@ -137,12 +145,13 @@ def context_losses(model: TransformerXLLM, tokens: np.ndarray | Tensor, contexts
     key_model = fingerprint_model(model) if cache is not None else ""
     key_data = fingerprint_tokens(data) if cache is not None else ""
 
+    base = span if span is not None else model.config.train_span
     rows, effective = [], []
     for c in contexts:
         c_eff = min(c, cap) if cap is not None else c
-        seg = seg_len if seg_len is not None else max(1, min(model.config.seg_len, c_eff or 1))
+        run_span = context_span(base, c_eff)
         settings = {"version": CACHE_VERSION, "model": key_model, "tokens": key_data, "context": c_eff,
-                    "method": method, "seg_len": seg if method == "memory" else None,
+                    "method": method, "span": run_span.to_dict() if method == "memory" else None,
                     "batch_size": batch_size, "max_tokens": max_tokens}
         path = None
         if cache is not None:
@@ -152,7 +161,7 @@ def context_losses(model: TransformerXLLM, tokens: np.ndarray | Tensor, contexts
                 rows.append(np.load(path, allow_pickle=False))
                 effective.append(c_eff)
                 continue
-        row = _one_context(model, data, context=c_eff, method=method, seg_len=seg, batch_size=batch_size,
+        row = _one_context(model, data, context=c_eff, method=method, span=run_span, batch_size=batch_size,
                            max_tokens=max_tokens, device=dev, progress=progress)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,9 +186,18 @@ class PositionLosses:
     with_memory: np.ndarray  # (T,)
     without_memory: np.ndarray  # (T,)
     n_segments: int  # segments averaged per position (times the batch)
+    clamp_len: int = -1  # the rest of the span the memory pass ran with
+    same_length: bool = False
+
+    @property
+    def span(self) -> Span:
+        """The span of the pass with memory (the pass without it uses mem_len 0, same_length off)."""
+        return Span(seg_len=self.seg_len, mem_len=self.mem_len, clamp_len=self.clamp_len,
+                    same_length=self.same_length)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seg_len": self.seg_len, "mem_len": self.mem_len, "n_segments": self.n_segments,
+        return {"seg_len": self.seg_len, "mem_len": self.mem_len, "clamp_len": self.clamp_len,
+                "same_length": self.same_length, "n_segments": self.n_segments,
                 "with_memory": [float(v) for v in self.with_memory],
                 "without_memory": [float(v) for v in self.without_memory]}
 
@@ -190,17 +208,17 @@ class PositionLosses:
 
 
 @torch.no_grad()
-def loss_by_position(model: TransformerXLLM, tokens: np.ndarray | Tensor, *, seg_len: int | None = None,
-                     mem_len: int | None = None, batch_size: int = 8, max_tokens: int = 0,
+def loss_by_position(model: TransformerXLLM, tokens: np.ndarray | Tensor, *, span: Span | None = None,
+                     batch_size: int = 8, max_tokens: int = 0,
                      device: torch.device | str | None = None) -> PositionLosses:
-    """Cut ``tokens`` into ``batch_size`` streams of whole segments and average the loss at each position
-    of the segment: once carrying memory across segments (XL), once restarting at every segment (the
-    fixed-context vanilla setting, where position 0 is predicted almost blind)."""
-    config = model.config
-    seg = seg_len or config.seg_len
-    mem = config.mem_len if mem_len is None else mem_len
-    if seg <= 0 or mem < 0 or batch_size <= 0:
-        raise TransformerXLError(f"need seg_len > 0, mem_len >= 0, batch_size > 0; got {seg}, {mem}, {batch_size}")
+    """Cut ``tokens`` into ``batch_size`` streams of whole segments of ``span.seg_len`` tokens and average
+    the loss at each position of the segment: once carrying memory across segments with ``span`` (XL;
+    default: the model's training span), once restarting at every segment (mem_len 0: the fixed-context
+    vanilla setting, where position 0 is predicted almost blind)."""
+    span = span if span is not None else model.config.train_span
+    seg = span.seg_len
+    if batch_size <= 0:
+        raise TransformerXLError(f"need batch_size > 0, got {batch_size}")
     data = _as_long(tokens)
     if max_tokens:
         data = data[:max_tokens + 1]
@@ -208,27 +226,23 @@ def loss_by_position(model: TransformerXLLM, tokens: np.ndarray | Tensor, *, seg
     if n_seg < 1:
         raise TransformerXLError(f"{len(data)} tokens are too few for {batch_size} streams of one {seg}-token "
                                  "segment: lower --batch-size or --seg-len")
-    span = n_seg * seg
-    x = torch.stack([data[b * span:(b + 1) * span] for b in range(batch_size)])  # (B, n_seg * T)
-    y = torch.stack([data[b * span + 1:(b + 1) * span + 1] for b in range(batch_size)])  # (B, n_seg * T)
+    length = n_seg * seg
+    x = torch.stack([data[b * length:(b + 1) * length] for b in range(batch_size)])  # (B, n_seg * T)
+    y = torch.stack([data[b * length + 1:(b + 1) * length + 1] for b in range(batch_size)])  # (B, n_seg * T)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     x, y = x.to(dev), y.to(dev)
-    saved, was_training = model.config, model.training
+    was_training = model.training
     model.eval()
+    spans = {True: span, False: span.replace(mem_len=0, same_length=False)}
     sums = {True: torch.zeros(seg, dtype=torch.float64), False: torch.zeros(seg, dtype=torch.float64)}
     try:
-        for carry in (True, False):
-            model.config = saved.with_lengths(seg_len=seg, mem_len=mem if carry else 0, ext_len=0,
-                                              same_length=False)
-            mems = None
-            for k in range(n_seg):
-                cut = slice(k * seg, (k + 1) * seg)
-                out = model(x[:, cut], targets=y[:, cut], mems=mems if carry else None)
-                mems = out.mems
+        for carry, run_span in spans.items():
+            runner = SegmentRunner(model, span=run_span)
+            for _, _, out in runner.run(x, targets=y):
                 sums[carry] += out.loss.double().sum(0).cpu()  # (T,) summed over the batch
     finally:
-        model.config = saved
         model.train(was_training)
     count = n_seg * batch_size
-    return PositionLosses(seg_len=seg, mem_len=mem, with_memory=(sums[True] / count).numpy(),
-                          without_memory=(sums[False] / count).numpy(), n_segments=count)
+    return PositionLosses(seg_len=seg, mem_len=span.mem_len, with_memory=(sums[True] / count).numpy(),
+                          without_memory=(sums[False] / count).numpy(), n_segments=count,
+                          clamp_len=span.clamp_len, same_length=span.same_length)

@@ -129,7 +129,8 @@ def position_report(losses: PositionLosses, *, title: str = "Loss by position in
     first_with = float(losses.with_memory[:head].mean())
     return "\n".join([
         f"# {title}", "",
-        f"Segments of {losses.seg_len} tokens, memory {losses.mem_len}, {losses.n_segments} segments averaged.", "",
+        f"Span with memory: {losses.span.describe()} (without memory: mem_len 0); "
+        f"{losses.n_segments} segments averaged.", "",
         "| | mean loss | first %d positions | last position |" % head, "|---|---:|---:|---:|",
         f"| without memory | {losses.without_memory.mean():.4f} | {first_without:.4f} | "
         f"{losses.without_memory[-1]:.4f} |",

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..config import TransformerXLError
+from ..config import Span, TransformerXLError
 from ..evaluation import evaluate, sliding_window_evaluate
 from ..model import TransformerXLLM
 
@@ -50,35 +50,36 @@ def _timed(fn: Any, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def eval_speed(model: TransformerXLLM, tokens: np.ndarray, attn_lens: Sequence[int], *, seg_len: int = 64,
+def eval_speed(model: TransformerXLLM, tokens: np.ndarray, attn_lens: Sequence[int], *, span: Span | None = None,
                xl_tokens: int = 2048, vanilla_tokens: int = 64, batch_size: int = 1,
                vanilla_batch_size: int = 1) -> list[SpeedRow]:
     """Per-token evaluation time of both methods at each attention length.
 
-    XL: segments of ``seg_len`` with ``same_length`` and ``mem_len = A``, after A tokens of warm-up (so
-    the memory is full, as in a long evaluation). Vanilla: a window of A tokens per predicted token. The
+    XL: ``span`` (default: the model's training span) with ``mem_len = A`` and ``same_length``, in
+    segments of ``span.seg_len``, after A tokens of warm-up (so the memory is full, as in a long
+    evaluation). Vanilla: a window of A tokens per predicted token. The
     vanilla timing skips the first A targets (scored together in one pass) so only sliding steps count.
     Batch sizes of 1 reproduce the paper's sequential setting; larger ones show batched throughput.
     """
     device = next(model.parameters()).device
+    base = span if span is not None else model.config.train_span
     rows = []
     for attn in attn_lens:
+        xl_span = base.replace(mem_len=attn, same_length=True)
         need = attn + max(xl_tokens, vanilla_tokens) + 2
         if len(tokens) < need:
             raise TransformerXLError(f"attention length {attn} needs {need} tokens, the data has {len(tokens)}")
         data = np.asarray(tokens[:need])
         # one warm-up call of each (allocations, kernels) outside the timed region
-        evaluate(model, data[:attn + seg_len + 1], seg_len=seg_len, mem_len=attn, same_length=True)
-        t_xl = _timed(lambda: evaluate(model, data[:attn + xl_tokens + 1], seg_len=seg_len, mem_len=attn,
-                                       same_length=True, batch_size=batch_size,
+        evaluate(model, data[:attn + xl_span.seg_len + 1], span=xl_span)
+        t_xl = _timed(lambda: evaluate(model, data[:attn + xl_tokens + 1], span=xl_span, batch_size=batch_size,
                                        max_tokens=attn + xl_tokens), device)
         t_head = _timed(lambda: sliding_window_evaluate(model, data[:attn + 1], window=attn,
                                                         batch_size=vanilla_batch_size), device)
         t_van = _timed(lambda: sliding_window_evaluate(model, data[:attn + vanilla_tokens + 1], window=attn,
                                                        batch_size=vanilla_batch_size), device)
         # XL timing includes the unscored warm-up pass over A tokens: subtract its share by timing it
-        t_warm = _timed(lambda: evaluate(model, data[:attn + 1], seg_len=seg_len, mem_len=attn, same_length=True,
-                                         batch_size=batch_size), device)
+        t_warm = _timed(lambda: evaluate(model, data[:attn + 1], span=xl_span, batch_size=batch_size), device)
         xl = max(t_xl - t_warm, 1e-9) / xl_tokens
         van = max(t_van - t_head, 1e-9) / vanilla_tokens
         rows.append(SpeedRow(attn_len=attn, xl_ms_per_token=1e3 * xl, vanilla_ms_per_token=1e3 * van,

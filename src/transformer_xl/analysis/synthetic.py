@@ -19,8 +19,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..config import TransformerXLError
+from ..config import Span, TransformerXLError
 from ..model import TransformerXLLM
+from ..runner import SegmentRunner
 
 __all__ = ["SyntheticTask", "accuracy_by_distance", "kv_recall_task", "lag_copy_task", "recall_accuracy"]
 
@@ -79,14 +80,15 @@ def kv_recall_task(*, distance: int, n_tokens: int, n_keys: int = 8, n_values: i
 
 
 @torch.no_grad()
-def recall_accuracy(model: TransformerXLLM, task: SyntheticTask, *, seg_len: int | None = None,
-                    mem_len: int | None = None, batch_size: int = 1) -> float:
+def recall_accuracy(model: TransformerXLLM, task: SyntheticTask, *, span: Span | None = None,
+                    batch_size: int = 1) -> float:
     """Fraction of the task's target positions where the model's argmax prediction is right, reading the
-    stream in segments of ``seg_len`` with ``mem_len`` of memory (0: every segment on its own)."""
+    stream in segments of ``span.seg_len`` with ``span.mem_len`` of memory (0: every segment on its own).
+    ``span`` defaults to the model's training span."""
     if task.n_token > model.config.n_token:
         raise TransformerXLError(f"the task uses {task.n_token} token ids, the model has {model.config.n_token}")
-    config = model.config.with_lengths(seg_len=seg_len, mem_len=mem_len, ext_len=0)
-    seg = config.seg_len
+    span = span if span is not None else model.config.train_span
+    seg = span.seg_len
     n = (len(task.tokens) - 1) // (batch_size * seg) * seg  # whole segments per stream
     if n < seg:
         raise TransformerXLError(f"{len(task.tokens)} tokens are too few for {batch_size} stream(s) of {seg}")
@@ -94,17 +96,12 @@ def recall_accuracy(model: TransformerXLLM, task: SyntheticTask, *, seg_len: int
     device = next(model.parameters()).device
     x = torch.stack([data[b * n:(b + 1) * n] for b in range(batch_size)]).to(device)  # (B, n)
     predicted = torch.zeros(batch_size, n, dtype=torch.long)
-    saved, was_training = model.config, model.training
-    model.config = config
+    was_training = model.training
     model.eval()
     try:
-        mems = None
-        for start in range(0, n, seg):
-            out = model(x[:, start:start + seg], mems=mems, return_log_probs=True)
-            mems = out.mems if config.mem_len > 0 else None
-            predicted[:, start:start + seg] = out.log_probs.argmax(-1).cpu()  # (B, T)
+        for start, stop, out in SegmentRunner(model, span=span).run(x, return_log_probs=True):
+            predicted[:, start:stop] = out.log_probs.argmax(-1).cpu()  # (B, T)
     finally:
-        model.config = saved
         model.train(was_training)
     # predicted[b, j] is the guess for tokens[b * n + j + 1]
     flat_index = (torch.arange(batch_size)[:, None] * n + torch.arange(n)[None, :] + 1).reshape(-1)
@@ -116,12 +113,12 @@ def recall_accuracy(model: TransformerXLLM, task: SyntheticTask, *, seg_len: int
 
 
 def accuracy_by_distance(model: TransformerXLLM, distances: Sequence[int], *, task: str = "lag_copy",
-                         n_tokens: int = 4096, seg_len: int | None = None, mem_len: int | None = None,
-                         seed: int = 0, **task_options: int) -> dict[int, float]:
-    """Recall accuracy for each distance d: the curve that shows where the effective context ends."""
+                         n_tokens: int = 4096, span: Span | None = None, seed: int = 0,
+                         **task_options: int) -> dict[int, float]:
+    """Recall accuracy for each distance d, read with ``span`` (default: the model's training span): the
+    curve that shows where the effective context ends."""
     makers = {"lag_copy": lambda d: lag_copy_task(lag=d, n_tokens=n_tokens, seed=seed, **task_options),
               "kv_recall": lambda d: kv_recall_task(distance=d, n_tokens=n_tokens, seed=seed, **task_options)}
     if task not in makers:
         raise TransformerXLError(f"task must be one of {sorted(makers)}, got {task!r}")
-    return {int(d): recall_accuracy(model, makers[task](int(d)), seg_len=seg_len, mem_len=mem_len)
-            for d in distances}
+    return {int(d): recall_accuracy(model, makers[task](int(d)), span=span) for d in distances}

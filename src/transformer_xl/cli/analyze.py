@@ -7,8 +7,10 @@
 position: mean loss at each position of a segment, carrying memory and restarting every segment (context
 fragmentation: without memory the first tokens are predicted almost blind). context: mean loss at each
 context c (per-token losses cached for `txl recl`). speed: per-token time of cached XL evaluation against
-the vanilla sliding window at the same attention length (the paper's Table 9). Numbers go to JSON / CSV /
-Markdown in --out; PNGs too when matplotlib is installed.
+the vanilla sliding window at the same attention length (the paper's Table 9). The span is chosen as by
+`txl eval` (each flag, else the run's saved evaluation setting, else the training value) and printed.
+Numbers go to JSON / CSV / Markdown in --out; PNGs too when matplotlib is installed. Python API:
+transformer_xl.analysis (loss_by_position, context_losses, eval_speed, write_*_outputs).
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TransformerXLError
-from .flags import add_subcommand, one_line_errors
-from .recl import add_context_flags, context_grid, load_checkpoint, load_tokens
+from .flags import add_context_flags, add_span_flags, add_subcommand, grid_flags, one_line_errors, span_flags
 
 
 def register(subparsers: Any) -> None:
@@ -33,8 +34,7 @@ def register(subparsers: Any) -> None:
     _common(position)
     position.add_argument("--split", default="test", help="split to score (default: test)")
     position.add_argument("--max-tokens", type=int, default=0, help="score only the first N tokens (0: all)")
-    position.add_argument("--seg-len", type=int, help="segment length (default: the model's)")
-    position.add_argument("--mem-len", type=int, help="memory length (default: the model's)")
+    add_span_flags(position)
     position.add_argument("--batch-size", type=int, default=8, help="parallel streams (default 8)")
     position.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     position.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
     _common(speed)
     speed.add_argument("--split", default="test", help="split to read tokens from (default: test)")
     speed.add_argument("--attn-lens", nargs="+", type=int, default=[256, 512, 800], help="attention lengths")
-    speed.add_argument("--seg-len", type=int, default=64, help="XL evaluation segment (default 64)")
+    add_span_flags(speed, fields=("seg_len", "clamp_len"))  # mem_len is each attention length, same_length on
     speed.add_argument("--xl-tokens", type=int, default=1024, help="tokens timed for XL (default 1024)")
     speed.add_argument("--vanilla-tokens", type=int, default=64, help="tokens timed for the window (default 64)")
     speed.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -63,29 +63,34 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="directory for the numbers, report and plots")
 
 
+def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(loaded checkpoint, tokens, span, device) of an analysis command."""
+    from ..analysis.runs import load_for_data, open_data, split_tokens
+    from ..runtime import resolve_device, resolve_span
+
+    device = resolve_device(args.device)
+    prepared = open_data(args.data)
+    tokens = split_tokens(prepared, args.split, args.max_tokens)
+    loaded = load_for_data(args.checkpoint, prepared, device=device)
+    span = resolve_span(loaded.model.config, loaded.saved_eval, **span_flags(args))
+    return loaded, tokens, span, device
+
+
 def _out(args: argparse.Namespace, default: str) -> Path:
-    out = Path(args.out or f"analysis/{default}")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return Path(args.out or f"analysis/{default}")
 
 
 def run_position(args: argparse.Namespace) -> int:
     from ..analysis.context import loss_by_position
-    from ..analysis.plots import have_matplotlib, plot_loss_by_position, position_report
-    from ..training.distributed import resolve_device
+    from ..analysis.plots import position_report
+    from ..analysis.report import write_position_outputs
 
-    device = resolve_device(args.device)
-    prepared, tokens = load_tokens(args)
-    model = load_checkpoint(args.checkpoint, prepared, device)
-    result = loss_by_position(model, tokens, seg_len=args.seg_len, mem_len=args.mem_len, batch_size=args.batch_size)
+    loaded, tokens, span, _ = _load(args)
+    result = loss_by_position(loaded.model, tokens, span=span, batch_size=args.batch_size)
     out = _out(args, "position")
-    (out / "position.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
-    (out / "position.csv").write_text(result.to_csv(), encoding="utf-8")
-    report = position_report(result)
-    (out / "report.md").write_text(report, encoding="utf-8")
-    if have_matplotlib():
-        plot_loss_by_position(result, out / "position.png")
-    print(report)
+    write_position_outputs(out, result)
+    print(f"span: {span.describe()} (and mem_len 0 for the pass without memory)")
+    print(position_report(result))
     if args.json:
         print(json.dumps({**result.to_dict(), "out": str(out)}))
     return 0
@@ -93,49 +98,44 @@ def run_position(args: argparse.Namespace) -> int:
 
 def run_context(args: argparse.Namespace) -> int:
     from ..analysis.context import context_losses
-    from ..analysis.plots import have_matplotlib, plot_context_curves
-    from ..training.distributed import resolve_device
+    from ..analysis.report import (
+        context_grid,
+        context_record,
+        context_span_text,
+        context_table,
+        write_context_outputs,
+    )
 
-    device = resolve_device(args.device)
-    prepared, tokens = load_tokens(args)
-    model = load_checkpoint(args.checkpoint, prepared, device)
-    grid = context_grid(args, [model.config.seg_len])
+    loaded, tokens, span, device = _load(args)
+    grid = context_grid([loaded.model.config.seg_len], **grid_flags(args))
     out = _out(args, "context")
-    curve = context_losses(model, tokens, grid, seg_len=args.seg_len, batch_size=args.batch_size,
+    curve = context_losses(loaded.model, tokens, grid, span=span, batch_size=args.batch_size,
                            cache_dir=Path(args.cache) if args.cache else out / "cache",
                            name=Path(args.checkpoint).name, device=device, progress=not args.no_progress)
-    means = curve.mean()
-    record = {"method": curve.method, "contexts": grid, "effective": curve.effective,
-              "mean_loss": {str(c): v for c, v in means.items()}, "n_tokens": int(curve.losses.shape[1])}
-    (out / "context.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    lines = ["| context c | mean loss |", "|---:|---:|"] + [f"| {c} | {v:.4f} |" for c, v in means.items()]
-    (out / "report.md").write_text(f"# Loss by context ({curve.method})\n\n" + "\n".join(lines) + "\n",
-                                   encoding="utf-8")
-    if have_matplotlib():
-        plot_context_curves([curve], out / "loss_by_context.png")
-    print("\n".join(lines))
+    text = context_span_text(curve.method, span)
+    write_context_outputs(out, curve, span_text=text)
+    print(text)
+    print(f"scored {curve.losses.shape[1]:,} tokens of {args.split} at each context")
+    print(context_table(curve))
     if args.json:
-        print(json.dumps({**record, "out": str(out)}))
+        print(json.dumps({**context_record(curve), "span": span.to_dict(), "out": str(out)}))
     return 0
 
 
 def run_speed(args: argparse.Namespace) -> int:
+    from ..analysis.report import write_speed_outputs
     from ..analysis.speed import eval_speed, speed_table
-    from ..training.distributed import resolve_device
 
-    device = resolve_device(args.device)
-    prepared, tokens = load_tokens(args)
-    model = load_checkpoint(args.checkpoint, prepared, device)
     if any(a < 1 for a in args.attn_lens):
         raise TransformerXLError(f"--attn-lens must be positive, got {args.attn_lens}")
-    rows = eval_speed(model, tokens, args.attn_lens, seg_len=args.seg_len, xl_tokens=args.xl_tokens,
+    loaded, tokens, span, device = _load(args)
+    rows = eval_speed(loaded.model, tokens, args.attn_lens, span=span, xl_tokens=args.xl_tokens,
                       vanilla_tokens=args.vanilla_tokens)
-    table = speed_table(rows)
+    text = f"{span.describe()}, with mem_len = each attention length and same_length on"
     if args.out:
-        out = _out(args, "speed")
-        (out / "speed.json").write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n", encoding="utf-8")
-        (out / "report.md").write_text(f"# Evaluation speed ({device})\n\n{table}\n", encoding="utf-8")
-    print(table)
+        write_speed_outputs(_out(args, "speed"), rows, device=device, span_text=text)
+    print(f"XL span: {text}")
+    print(speed_table(rows))
     if args.json:
-        print(json.dumps({"device": str(device), "rows": [r.to_dict() for r in rows]}))
+        print(json.dumps({"device": str(device), "span": span.to_dict(), "rows": [r.to_dict() for r in rows]}))
     return 0

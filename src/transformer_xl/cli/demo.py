@@ -33,19 +33,20 @@ def _calibrate(config_path: str, budget: float) -> tuple[int, float]:
     import torch
 
     from ..config import RunConfig, load_toml
+    from ..kernels import apply_device_kernels
     from ..model import TransformerXLLM
+    from ..runner import SegmentRunner
 
     raw = load_toml(config_path)
     config = RunConfig.from_dict({k: v for k, v in raw.items() if k != "preset"} | {
         "model": {"n_token": 256, **raw.get("model", {})}})
-    model = TransformerXLLM(config.model)
+    model = apply_device_kernels(TransformerXLLM(config.model), "cpu")  # as training applies them
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.randint(0, 256, (config.train.batch_size, config.model.seg_len))
-    mems, times = None, []
+    runner, times = SegmentRunner(model), []  # the training span, memory carried as in training
     for _ in range(6):
         start = time.perf_counter()
-        out = model(x, targets=x, mems=mems)
-        mems = out.mems
+        out = runner.step(x, targets=x)
         out.loss.mean().backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -59,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..data.cache import prepare_corpus
     from ..evaluation import evaluate
     from ..generation import generate
-    from ..training.checkpoint import load_model
+    from ..runtime import load_checkpoint, resolve_span
     from . import main as txl
 
     out = Path(args.out)
@@ -83,27 +84,36 @@ def _run(args: argparse.Namespace) -> int:
     train_seconds = time.perf_counter() - started
 
     _say("\n== 3/4 evaluate   bits per character on the test split, same segments, different memory")
-    model, vocab, run_config = load_model(run / "last")
+    loaded = load_checkpoint(run / "last")
+    model, vocab, run_config = loaded.model, loaded.vocab, loaded.run_config
     assert run_config is not None
     ev, trained_mem = run_config.eval, run_config.model.mem_len
+    test = prepared.split("test")
+    # A bounded share of the test split keeps the demo to minutes; every line says how much it scored.
+    max_tokens = min(ev.max_tokens or len(test) - 1, len(test) - 1)
     rows = []
     for mem_len in (0, trained_mem, 3 * trained_mem):
-        command = (f"txl eval --checkpoint {run}/last --data {data} --seg-len {ev.seg_len} --mem-len {mem_len} "
-                   f"--batch-size {ev.batch_size} --warmup {ev.warmup} --max-tokens {ev.max_tokens}")
-        result = evaluate(model, prepared.split("test"), batch_size=ev.batch_size, seg_len=ev.seg_len,
-                          mem_len=mem_len, warmup=ev.warmup, max_tokens=ev.max_tokens, level=vocab.kind)
+        span = resolve_span(model.config, loaded.saved_eval, mem_len=mem_len)
+        command = (f"txl eval --checkpoint {run}/last --data {data} --seg-len {span.seg_len} --mem-len {mem_len} "
+                   f"--batch-size {ev.batch_size} --warmup {ev.warmup} --max-tokens {max_tokens}")
+        result = evaluate(model, test, span=span, batch_size=ev.batch_size, warmup=ev.warmup, max_tokens=max_tokens,
+                          level=vocab.kind)
         label = "no memory" if mem_len == 0 else ("trained memory" if mem_len == trained_mem else "longer memory")
-        rows.append({"label": label, "mem_len": mem_len, "seg_len": ev.seg_len, "bpc": result.bpc,
-                     "loss": result.loss, "tokens": result.n_tokens, "command": command})
-        _say(f"   {label:<15} mem_len {mem_len:>4}: {result.bpc:.4f} bpc   ({command})")
+        rows.append({"label": label, "mem_len": mem_len, "seg_len": span.seg_len, "span": span.to_dict(),
+                     "bpc": result.bpc, "loss": result.loss, "tokens": result.n_tokens,
+                     "tokens_available": result.n_available, "command": command})
+        _say(f"   {label:<15} {span.describe()}: {result.bpc:.4f} bpc over {result.n_tokens:,} of "
+             f"{result.n_available:,} test bytes   ({command})")
     base, trained = rows[0]["bpc"], rows[1]["bpc"]
     gain = base - trained
     _say(f"   memory improves the test set by {gain:.4f} bpc ({100 * gain / base:.1f}%)")
 
     _say(f"\n== 4/4 generate   txl generate --checkpoint {run}/last --prompt {PROMPT!r} --max-new-tokens "
-         f"{args.sample_tokens} --temperature 0.8 --top-p 0.95 --seed 0")
+         f"{args.sample_tokens} --mem-len {trained_mem} --temperature 0.8 --top-p 0.95 --seed 0")
+    span = resolve_span(model.config, loaded.saved_eval, mem_len=trained_mem)
+    _say(f"   span: {span.describe()}")
     tokens = list(generate(model, [int(t) for t in vocab.encode(PROMPT)], max_new_tokens=args.sample_tokens,
-                           temperature=0.8, top_p=0.95, seed=0, mem_len=trained_mem))
+                           temperature=0.8, top_p=0.95, seed=0, span=span))
     sample = PROMPT + vocab.decode(tokens)
     _say(sample)
 
@@ -119,7 +129,8 @@ def _run(args: argparse.Namespace) -> int:
     (out / "results.md").write_text(
         f"# make demo\n\nByte-level Transformer-XL ({run_config.model.n_layer} layers, d_model "
         f"{run_config.model.d_model}) trained {trained_steps} steps ({train_seconds:.0f} s) on pystdlib; "
-        f"test bits per character over {rows[0]['tokens']:,} bytes:\n\n" + "\n".join(table)
+        f"test bits per character over the first {rows[0]['tokens']:,} of the "
+        f"{rows[0]['tokens_available']:,} bytes of the test split:\n\n" + "\n".join(table)
         + f"\n\nMemory improves bpc by {gain:.4f}.\n\nSample:\n\n```\n{sample}\n```\n", encoding="utf-8")
     _say(f"\nresults written to {out / 'results.json'} and {out / 'results.md'} "
          f"({time.perf_counter() - started:.0f} s in all)")

@@ -1,11 +1,13 @@
-"""`txl eval`: perplexity and bits per character of a checkpoint on a split, at any attention lengths.
+"""`txl eval`: perplexity and bits per character of a checkpoint on a split, at any span.
 
     txl eval --checkpoint runs/wt103 --data data/wt103 --split test --seg-len 64 --mem-len 640 --clamp-len 400
     txl eval --checkpoint runs/demo/best --data data/pystdlib --mem-len 0 --json
 
-Every token of the split is scored exactly once, in order. Lengths default to the run's evaluation
-lengths (a preset's published ones) or else its training lengths. --warmup N feeds up to N earlier
-tokens before each stream so that its first scored tokens already have a full memory.
+Every token of the split is scored exactly once, in order; --max-tokens N scores only the first N (and
+the output says so). The span: each flag, else the run's saved evaluation setting (a preset's published
+span), else the training value; it is printed. --batch-size and --warmup default to the run's saved
+evaluation settings. --warmup N feeds up to N earlier tokens before each stream so that its first scored
+tokens already have a full memory.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import EvalConfig, TransformerXLError
-from .flags import add_subcommand
+from ..config import EvalConfig
+from .flags import add_span_flags, add_subcommand, span_flags
 
 
 def register(subparsers: Any) -> None:
@@ -27,14 +29,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory, or a run directory (best/)")
     parser.add_argument("--data", required=True, help="prepared data directory (same vocabulary)")
     parser.add_argument("--split", default="test", help="split to score (default: test)")
-    parser.add_argument("--seg-len", type=int, help="tokens per evaluation segment")
-    parser.add_argument("--mem-len", type=int, help="memory length (0: no recurrence)")
-    parser.add_argument("--clamp-len", type=int, help="relative distances beyond this share one encoding")
-    parser.add_argument("--same-length", action=argparse.BooleanOptionalAction, default=None,
-                        help="every query attends to the same number of keys")
-    parser.add_argument("--batch-size", type=int, help="parallel streams (default 1)")
+    add_span_flags(parser)
+    parser.add_argument("--batch-size", type=int, help="parallel streams (default: the run's, else 1)")
     parser.add_argument("--warmup", type=int, help="unscored tokens of context before each stream")
-    parser.add_argument("--max-tokens", type=int, help="score only the first N tokens of the split")
+    parser.add_argument("--max-tokens", type=int, default=0,
+                        help="score only the first N tokens of the split (default: all of them)")
     parser.add_argument("--sliding-window", action="store_true",
                         help="vanilla baseline: no memory, every token from a fresh window of seg-len tokens")
     parser.add_argument("--stride", type=int, default=1,
@@ -47,57 +46,54 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def check_vocabulary(checkpoint_vocab: Any, data_vocab: Any, n_token: int, *, checkpoint: Any, data: Any) -> None:
-    """A checkpoint scores only data encoded with its own vocabulary."""
-    if checkpoint_vocab is not None and data_vocab is not None and checkpoint_vocab != data_vocab:
-        raise TransformerXLError(
-            f"{checkpoint} was trained with another vocabulary than {data} ({checkpoint_vocab.kind}, "
-            f"{len(checkpoint_vocab)} symbols vs {data_vocab.kind}, {len(data_vocab)}); prepare the data with "
-            f"`txl prepare ... --vocab {checkpoint}/vocab.json`")
-    if data_vocab is not None and len(data_vocab) != n_token:
-        raise TransformerXLError(f"{data} has {len(data_vocab)} symbols but the model {checkpoint} predicts "
-                                 f"{n_token}: the data was prepared with another vocabulary")
+def coverage(n_scored: int, n_available: int, *, max_tokens: int) -> str:
+    """'scored N of M tokens', saying loudly when that is only part of the split."""
+    text = f"scored {n_scored:,} of {n_available:,} tokens"
+    if n_scored < n_available:
+        text += (f" (PARTIAL: only the first {n_scored:,}, as --max-tokens {max_tokens} asked; "
+                 "not the whole split's result)")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..analysis.runs import check_vocabulary
     from ..data.cache import load_prepared
     from ..evaluation import evaluate, sliding_window_evaluate
-    from ..training.checkpoint import load_model, resolve_checkpoint
-    from ..training.distributed import resolve_device
+    from ..runtime import load_checkpoint, resolve_device, resolve_span
 
-    device = resolve_device(args.device)
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    model, vocab, run_config = load_model(checkpoint, device=device)
+    loaded = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    model = loaded.model
     prepared = load_prepared(args.data)
-    check_vocabulary(vocab, prepared.vocab, model.config.n_token, checkpoint=checkpoint, data=args.data)
+    check_vocabulary(loaded.vocab, prepared.vocab, model.config.n_token, checkpoint=loaded.path, data=args.data)
     tokens = prepared.split(args.split)
-    saved = run_config.eval if run_config is not None else EvalConfig()
-    given = dict(seg_len=args.seg_len, mem_len=args.mem_len, clamp_len=args.clamp_len,
-                 same_length=args.same_length, batch_size=args.batch_size, warmup=args.warmup,
-                 max_tokens=args.max_tokens)
-    values = {k: (v if v is not None else getattr(saved, k)) for k, v in given.items()}
-    EvalConfig(split=args.split, **values)  # validates ranges with messages that name the flag's field
+    span = resolve_span(model.config, loaded.saved_eval, **span_flags(args))
+    saved = loaded.saved_eval or EvalConfig()
+    batch_size = args.batch_size if args.batch_size is not None else saved.batch_size
+    warmup = args.warmup if args.warmup is not None else saved.warmup
+    # validates the ranges with messages that name the field; max_tokens only ever comes from the command line
+    EvalConfig(split=args.split, batch_size=batch_size, warmup=warmup, max_tokens=args.max_tokens)
     progress = False if args.no_progress else None
     if args.sliding_window:
-        result = sliding_window_evaluate(model, tokens, window=values["seg_len"], stride=args.stride,
-                                         max_tokens=values["max_tokens"],
-                                         level=prepared.vocab.kind, return_per_token=bool(args.per_token),
-                                         progress=progress)
+        result = sliding_window_evaluate(model, tokens, window=span.seg_len, stride=args.stride,
+                                         max_tokens=args.max_tokens, level=prepared.vocab.kind,
+                                         return_per_token=bool(args.per_token), progress=progress)
+        used = f"sliding window of {result.seg_len} tokens (stride {args.stride}), no memory"
     else:
-        result = evaluate(model, tokens, batch_size=values["batch_size"], seg_len=values["seg_len"],
-                          mem_len=values["mem_len"], clamp_len=values["clamp_len"],
-                          same_length=values["same_length"], warmup=values["warmup"],
-                          max_tokens=values["max_tokens"], level=prepared.vocab.kind, precision=args.precision,
+        result = evaluate(model, tokens, span=span, batch_size=batch_size, warmup=warmup,
+                          max_tokens=args.max_tokens, level=prepared.vocab.kind, precision=args.precision,
                           return_per_token=bool(args.per_token), progress=progress)
+        used = result.span.describe()
     if args.per_token:
         np.save(Path(args.per_token), result.per_token)
-    mode = "sliding window" if args.sliding_window else f"mem_len {result.mem_len}"
-    line = (f"{args.split}: {result.n_tokens:,} tokens, seg_len {result.seg_len}, {mode}, clamp_len "
-            f"{result.clamp_len}, same_length {result.same_length}: loss {result.loss:.4f}, ppl {result.ppl:.3f}")
+    n_available = result.n_available if result.n_available is not None else result.n_tokens
+    print(f"span: {used}")
+    line = (f"{args.split}: {coverage(result.n_tokens, n_available, max_tokens=args.max_tokens)}: "
+            f"loss {result.loss:.4f}, ppl {result.ppl:.3f}")
     if result.bpc is not None:
         line += f", bpc {result.bpc:.4f}"
     print(line)
     if args.json:
-        print(json.dumps({"checkpoint": str(checkpoint), "split": args.split,
-                          "sliding_window": bool(args.sliding_window), **result.to_dict()}))
+        print(json.dumps({"checkpoint": str(loaded.path), "split": args.split,
+                          "sliding_window": bool(args.sliding_window), "span": used, **result.to_dict(),
+                          "partial": result.partial}))
     return 0

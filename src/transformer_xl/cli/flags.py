@@ -129,6 +129,55 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+# The span flags: the same four on every command that runs a checkpoint ----------------------------------
+SPAN_HELP = ("span: each flag overrides the run's saved evaluation setting (run.json [eval], e.g. a preset's "
+             "published span), which overrides the training value (config.json)")
+
+
+def add_span_flags(parser: argparse.ArgumentParser, *, fields: Sequence[str] = ("seg_len", "mem_len", "clamp_len",
+                                                                               "same_length")) -> None:
+    """--seg-len, --mem-len, --clamp-len, --same-length/--no-same-length (those in ``fields``), all "not given"
+    by default, for :func:`span_flags` and :func:`transformer_xl.runtime.resolve_span`."""
+    group = parser.add_argument_group(SPAN_HELP)
+    helps = {"seg_len": "tokens per segment", "mem_len": "memory length (0: no recurrence)",
+             "clamp_len": "relative distances beyond this share one encoding (<= 0: no clamping)",
+             "same_length": "every query attends to the same number of keys"}
+    for name in fields:
+        flag = "--" + name.replace("_", "-")
+        if name == "same_length":
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=helps[name])
+        else:
+            group.add_argument(flag, dest=name, type=int, default=None, help=helps[name])
+
+
+def span_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The span flags as keyword arguments of resolve_span (None: not given)."""
+    return {name: getattr(args, name, None) for name in ("seg_len", "mem_len", "clamp_len", "same_length")}
+
+
+def add_context_flags(parser: argparse.ArgumentParser, *, data: bool = True) -> None:
+    """The flags of a loss-by-context analysis (txl recl, ablate, analyze context)."""
+    if data:
+        parser.add_argument("--data", required=True, help="prepared data directory (the models' vocabulary)")
+    parser.add_argument("--split", default="test", help="split to score (default: test)")
+    parser.add_argument("--max-tokens", type=int, default=0, help="score only the first N tokens (0: all)")
+    parser.add_argument("--contexts", nargs="+", type=int, help="context lengths c (evenly spaced)")
+    parser.add_argument("--start", type=int, help="smallest context (default: the smallest training seg_len)")
+    parser.add_argument("--step", type=int, help="step Delta between contexts (default: the same)")
+    parser.add_argument("--max-context", type=int, help="largest context (default: start + 5 steps)")
+    add_span_flags(parser, fields=("seg_len", "clamp_len"))  # mem_len and same_length are set per context
+    parser.add_argument("--batch-size", type=int, default=8, help="parallel streams / windows (default 8)")
+    parser.add_argument("--cache", help="per-token loss cache (default: OUT/cache)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+
+
+def grid_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """--contexts / --start / --step / --max-context as keyword arguments of analysis.context_grid."""
+    return {"contexts": args.contexts, "start": args.start, "step": args.step, "max_context": args.max_context}
+
+
 def add_subcommand(subparsers: Any, name: str, *, help: str, description: str | None,
                    usage: str | None = None) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help=help, description=description, allow_abbrev=False, usage=usage,

@@ -4,20 +4,23 @@
     txl generate --checkpoint runs/wt103 --prompt-file intro.txt --temperature 0.8 --top-k 40
 
 Each new token is one forward of a single position over at most mem_len cached positions, so the cost
-per token does not grow with the length generated. --mem-len can extend the memory beyond training's.
+per token does not grow with the length generated. The span is chosen as by `txl eval` (each flag, else
+the run's saved evaluation setting, else the training value) and printed on stderr, so the text on
+stdout is only the text; --mem-len can extend the memory beyond training's.
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
+import itertools
 import json
 import sys
 import time
 from typing import Any
 
 from ..config import TransformerXLError
-from .flags import add_subcommand
+from .flags import add_span_flags, add_subcommand, span_flags
 
 
 def register(subparsers: Any) -> None:
@@ -32,12 +35,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0: off)")
     parser.add_argument("--seed", type=int, help="random seed (same seed, same text)")
-    parser.add_argument("--mem-len", type=int, help="memory length (default: the run's evaluation memory)")
-    parser.add_argument("--clamp-len", type=int, help="clamp relative distances")
     parser.add_argument("--stop-at-eos", action="store_true", help="stop after an end-of-line token (word level)")
     parser.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+    add_span_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -84,12 +86,13 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from ..generation import generate
-    from ..training.checkpoint import load_model
-    from ..training.distributed import resolve_device
+    from ..runtime import load_checkpoint, resolve_device, resolve_span
 
-    model, vocab, run_config = load_model(args.checkpoint, device=resolve_device(args.device))
+    loaded = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    model, vocab = loaded.model, loaded.vocab
     if vocab is None:
         raise TransformerXLError(f"{args.checkpoint} has no vocab.json: cannot encode a prompt for it")
+    span = resolve_span(model.config, loaded.saved_eval, **span_flags(args))
     if args.max_new_tokens > MAX_NEW_TOKENS:
         raise TransformerXLError(f"--max-new-tokens {args.max_new_tokens} is more than {MAX_NEW_TOKENS:,}; "
                                  "generate in several calls (or stop a long run with Ctrl-C)")
@@ -106,19 +109,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         start = vocab.eos_id if vocab.eos_id is not None else (vocab.encode("\n")[:1].tolist() or [0])[0]
         prompt, text = [int(start)], ""
-    mem_len = args.mem_len
-    if mem_len is None and run_config is not None:
-        mem_len = run_config.eval.mem_len
     stream = TextStream(vocab)
     pieces: list[str] = []
     out = sys.stdout
+    started = time.perf_counter()
+    tokens = generate(model, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                      top_k=args.top_k, top_p=args.top_p, seed=args.seed, span=span,
+                      stop_id=vocab.eos_id if args.stop_at_eos else None)
+    first = next(tokens, None)  # reads the prompt; a bad sampling setting fails here, before anything is printed
+    print(f"txl generate: span {span.describe()}; prompt {len(prompt):,} tokens", file=sys.stderr, flush=True)
     if args.echo:
         out.write(text)
-    started = time.perf_counter()
     count = 0
-    for token in generate(model, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p, seed=args.seed, mem_len=mem_len,
-                          clamp_len=args.clamp_len, stop_id=vocab.eos_id if args.stop_at_eos else None):
+    for token in itertools.chain([] if first is None else [first], tokens):
         count += 1
         piece = stream.push(token)
         if piece:
@@ -131,5 +134,5 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     if args.json:
         print(json.dumps({"prompt": text, "text": "".join(pieces), "tokens": count,
-                          "tokens_per_s": count / max(elapsed, 1e-9), "seed": args.seed}))
+                          "tokens_per_s": count / max(elapsed, 1e-9), "seed": args.seed, "span": span.to_dict()}))
     return 0

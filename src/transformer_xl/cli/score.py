@@ -5,7 +5,9 @@
     cat notes.txt | txl score --checkpoint runs/demo/best -
 
 The text is read in pieces and scored segment by segment with memory, so memory use stays constant
-however long the file is. The first token has no context and is not scored.
+however long the file is. The first token has no context and is not scored. The span is chosen as by
+`txl eval` (each flag, else the run's saved evaluation setting, else the training value), so the same
+checkpoint gives the same loss on the same text as `txl eval --batch-size 1`; it is printed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..config import TransformerXLError
-from .flags import add_subcommand
+from .flags import add_span_flags, add_subcommand, span_flags
 
 READ_CHARS = 1 << 16  # text read per piece
 
@@ -29,9 +31,7 @@ def register(subparsers: Any) -> None:
                             description=__doc__)
     parser.add_argument("file", metavar="FILE", help="text file to score ('-' for standard input)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory, or a run directory (best/)")
-    parser.add_argument("--seg-len", type=int, help="tokens per segment (default: the model's)")
-    parser.add_argument("--mem-len", type=int, help="memory length (default: the run's evaluation memory)")
-    parser.add_argument("--clamp-len", type=int, help="clamp relative distances")
+    add_span_flags(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--summary-only", action="store_true", help="no per-token lines")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
@@ -91,20 +91,17 @@ def token_text(vocab: Any, token: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import score_tokens
-    from ..training.checkpoint import load_model
-    from ..training.distributed import resolve_device
+    from ..runtime import load_checkpoint, resolve_device, resolve_span
 
-    model, vocab, run_config = load_model(args.checkpoint, device=resolve_device(args.device))
+    loaded = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    model, vocab = loaded.model, loaded.vocab
     if vocab is None:
         raise TransformerXLError(f"{args.checkpoint} has no vocab.json: cannot encode text for it")
-    mem_len = args.mem_len
-    if mem_len is None and run_config is not None:
-        mem_len = run_config.eval.mem_len
+    span = resolve_span(model.config, loaded.saved_eval, **span_flags(args))
     total, count = 0.0, 0
     out = sys.stdout
     try:
-        for token, log_prob in score_tokens(model, read_pieces(args.file, vocab), seg_len=args.seg_len,
-                                            mem_len=mem_len, clamp_len=args.clamp_len):
+        for token, log_prob in score_tokens(model, read_pieces(args.file, vocab), span=span):
             count += 1
             total += log_prob
             if not args.summary_only:
@@ -114,10 +111,13 @@ def run(args: argparse.Namespace) -> int:
     if count == 0:
         raise TransformerXLError(f"{args.file} has fewer than 2 tokens: nothing to score")
     loss = -total / count
-    summary = {"file": args.file, "tokens": count, "loss": loss, "ppl": math.exp(min(loss, 700.0)),
-               "bits_per_token": loss / math.log(2),
-               "bpc": loss / math.log(2) if vocab.kind in ("char", "byte") else None}
-    line = f"{count:,} tokens scored: loss {loss:.4f} nats/token, ppl {summary['ppl']:.3f}"
+    summary = {"file": args.file, "tokens": count, "tokens_read": count + 1, "loss": loss,
+               "ppl": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2),
+               "bpc": loss / math.log(2) if vocab.kind in ("char", "byte") else None,
+               "span": span.to_dict()}
+    # one summary line: the per-token lines above it stay exactly one per scored token
+    line = (f"scored {count:,} of {count + 1:,} tokens (the first has no context) with span {span.describe()}: "
+            f"loss {loss:.4f} nats/token, ppl {summary['ppl']:.3f}")
     if summary["bpc"] is not None:
         line += f", bpc {summary['bpc']:.4f}"
     print(line)

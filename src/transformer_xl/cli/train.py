@@ -14,6 +14,9 @@ the model and batch layout must stay as they were. Multi-process (DDP) training 
         --no-python txl train --data DATA --out RUN ...     # on every node, node_rank 0, 1, ...
 
 train.batch_size is the global batch: each process reads batch_size / processes whole streams.
+train.streams says how they are read: ordered (contiguous segments of model.seg_len), varlen (the paper's
+variable-length segments around model.seg_len), sentences (lm1b: whole sentences, shuffled every epoch), or
+auto (the default: sentences for a sentence-level corpus such as lm1b, else ordered).
 
 Faults: SIGTERM or SIGINT (preemption, Ctrl-C) saves last/ at the end of the current step and exits
 with status 128 + the signal number; --resume then continues exactly. A non-finite loss or gradient
@@ -39,7 +42,7 @@ from ..config import (
     TrainConfig,
     TransformerXLError,
     load_toml,
-    preset_eval_lengths,
+    preset_eval_span,
 )
 from .flags import add_config_flags, add_subcommand, merge_section, overrides, toml_section
 
@@ -68,7 +71,7 @@ def resolve_config(args: argparse.Namespace, *, n_token: int) -> RunConfig:
     """The run config from the saved run (with --resume), preset, TOML and flags, in that order."""
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     if args.resume:
-        from ..training.checkpoint import load_run_config, resolve_checkpoint
+        from ..runtime import load_run_config, resolve_checkpoint
 
         try:
             saved = load_run_config(resolve_checkpoint(Path(args.out) / "last"))
@@ -84,10 +87,8 @@ def resolve_config(args: argparse.Namespace, *, n_token: int) -> RunConfig:
     preset = args.preset or toml.get("preset")
     if preset is not None:
         sections["model"].update(ModelConfig.preset(str(preset)).to_dict())
-        lengths = preset_eval_lengths(str(preset))
-        if not args.resume:
-            sections["eval"].update(seg_len=lengths.seg_len, mem_len=lengths.mem_len, clamp_len=lengths.clamp_len,
-                                    same_length=lengths.same_length)
+        if not args.resume:  # the span the released scripts evaluate this preset with
+            sections["eval"].update(preset_eval_span(str(preset)).to_dict())
     flag_values = {name: overrides(args, name) for name in SECTIONS}
     if args.seed is not None:
         flag_values["train"]["seed"] = args.seed
@@ -100,9 +101,8 @@ def resolve_config(args: argparse.Namespace, *, n_token: int) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..runtime import elastic_restart_count, resolve_checkpoint, torchrun_env
     from ..training import load_data, train
-    from ..training.checkpoint import resolve_checkpoint
-    from ..training.distributed import elastic_restart_count
 
     data = load_data(args.data)
     if data.vocab is None:
@@ -121,9 +121,8 @@ def run(args: argparse.Namespace) -> int:
                "best_valid_loss": result.best_valid_loss, "stopped_early": result.stopped_early,
                "interrupted": result.interrupted, "skipped_steps": result.skipped_steps,
                "last_train_loss": result.losses[-1] if result.losses else None}
-    from ..training.distributed import _env_int
-
-    if _env_int("RANK", 0) == 0:
+    rank, _, _ = torchrun_env()
+    if rank == 0:
         stopped = f" (stopped by {result.interrupted or 'train.max_time'})" if result.stopped_early else ""
         lines = [f"trained to step {result.step}{stopped}"]
         if result.valid_loss is not None:

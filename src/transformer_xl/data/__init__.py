@@ -2,7 +2,7 @@
 
 from .cache import PreparedCorpus, load_prepared, prepare_corpus
 from .corpora import CORPORA, CorpusSpec, Source, resolve_corpus
-from .streams import OrderedStreams, Segment, ShuffledSentenceStreams, VariableLengthStreams
+from .streams import OrderedStreams, Segment, ShuffledSentenceStreams, VariableLengthStreams, make_train_streams
 from .vocab import DataError, Vocabulary
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "VariableLengthStreams",
     "Vocabulary",
     "load_prepared",
+    "make_train_streams",
     "prepare_corpus",
     "resolve_corpus",
 ]

@@ -1,5 +1,8 @@
 """Stream iterators: a token array cut into B contiguous streams, read as segments of T tokens.
 
+Training reads its split through :func:`make_train_streams` (``train.streams``): ordered streams, the
+paper's variable-length segments, or One Billion Word's shuffled sentences, each resumable exactly.
+
 Stream b of the global batch holds tokens [b*S, (b+1)*S) where S = len(tokens) // B (the tail that does
 not fill every stream is dropped, as the original). Segment s gives x = stream[s*T - ext : s*T + T] and
 y = stream[s*T + 1 : s*T + T + 1], so consecutive segments continue each other and the memory carried
@@ -17,7 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import TransformerXLError
+from ..config import TRAIN_STREAMS, TransformerXLError
+
+__all__ = ["OrderedStreams", "Segment", "ShuffledSentenceStreams", "TrainStreams", "VariableLengthStreams",
+           "make_train_streams", "train_stream_kind"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class _ResumableSegments:
     ``epoch`` to 0, and list in ``_resume_keys`` the settings a saved state must agree with.
     """
 
+    kind: str  # the train.streams value this iterator implements
     _resume_keys: tuple[str, ...] = ("batch_size", "seg_len", "world_size")
     position: int
     epoch: int
@@ -53,10 +60,14 @@ class _ResumableSegments:
         self.epoch += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "epoch": self.epoch,
+        return {"kind": self.kind, "position": self.position, "epoch": self.epoch,
                 **{key: getattr(self, key) for key in self._resume_keys}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved_kind = state.get("kind", "ordered")  # states written before variable and sentence streams
+        if saved_kind != self.kind:
+            raise TransformerXLError(f"cannot resume the data stream: the run was trained on {saved_kind} "
+                                     f"streams, now {self.kind} (set train.streams={saved_kind})")
         for key in self._resume_keys:
             if state.get(key) != getattr(self, key):
                 raise TransformerXLError(
@@ -70,6 +81,8 @@ class OrderedStreams(_ResumableSegments):
     ``state_dict`` / ``load_state_dict`` record the next segment, so a resumed run continues exactly.
     Iterating runs from the current position to the end of the epoch, then starts the next epoch.
     """
+
+    kind = "ordered"
 
     def __init__(self, tokens: np.ndarray | Tensor, *, batch_size: int, seg_len: int, ext_len: int = 0,
                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> None:
@@ -113,7 +126,6 @@ class OrderedStreams(_ResumableSegments):
         return Segment(x.to(self.device), y.to(self.device), index)
 
 
-
 # --------------------------------------------------------------------------------------------------
 # The paper's variable-length segments and One Billion Word's shuffled sentence streams.
 
@@ -126,13 +138,16 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 class VariableLengthStreams(OrderedStreams):
     """Ordered streams whose segment length varies, as the original's ``get_varlen_iter``.
 
-    Each segment's length is ``seg_len`` (or ``seg_len / 2`` with probability 0.05) plus Gaussian noise of
-    ``std``, clipped to [``min_len``, ``seg_len + max_deviation * std``]. Segments still continue each other,
-    so memory stays valid. The lengths of an epoch are drawn from ``(seed, epoch)``: every rank cuts the
-    same boundaries and a resumed run continues at the exact next segment. Scale the learning rate or loss
-    by ``segment.y.shape[1] / seg_len`` if you want the original's per-token weighting.
+    Each segment's length is drawn around ``seg_len`` (with probability 0.05 around ``seg_len / 2``) from a
+    normal distribution of ``std``, truncated to an integer and clipped to [``min_len``,
+    ``seg_len + max_deviation * std``]; the defaults are the original's (std 5, min_len 5, max_deviation 3).
+    Segments still continue each other, so memory stays valid. The lengths of an epoch are drawn from
+    ``(seed, epoch)``: every rank cuts the same boundaries and a resumed run continues at the exact next
+    segment. As in the original, the learning rate does not depend on the segment's length and the loss is
+    the mean over the segment's tokens.
     """
 
+    kind = "varlen"
     _resume_keys = OrderedStreams._resume_keys + ("seed", "std", "min_len", "max_deviation")
 
     def __init__(self, tokens: np.ndarray | Tensor, *, batch_size: int, seg_len: int, ext_len: int = 0,
@@ -175,7 +190,6 @@ class VariableLengthStreams(OrderedStreams):
         return Segment(x.to(self.device), y.to(self.device), index)
 
 
-
 class ShuffledSentenceStreams(_ResumableSegments):
     """B streams of whole sentences in a shuffled order (One Billion Word, the original's
     ``LMShuffledIterator``): each stream concatenates sentences; every segment gives T (input, target)
@@ -188,6 +202,7 @@ class ShuffledSentenceStreams(_ResumableSegments):
     evaluation: ``shuffle=False``); rank r of W owns streams [r*B/W, (r+1)*B/W) of the same global deal.
     """
 
+    kind = "sentences"
     _resume_keys = _ResumableSegments._resume_keys + ("seed", "shuffle")
 
     def __init__(self, tokens: np.ndarray | Tensor, starts: np.ndarray, *, batch_size: int, seg_len: int,
@@ -255,3 +270,48 @@ class ShuffledSentenceStreams(_ResumableSegments):
         y = torch.from_numpy(np.asarray(self.tokens[idx + 1], dtype=np.int64))
         return Segment(x.to(self.device), y.to(self.device), index)
 
+
+# --------------------------------------------------------------------------------------------------
+# What training reads.
+
+TrainStreams = OrderedStreams | VariableLengthStreams | ShuffledSentenceStreams
+
+
+def train_stream_kind(kind: str, *, has_sentences: bool) -> str:
+    """The streams ``train.streams=kind`` means for a split: ``auto`` is sentences when the split stores
+    sentence starts (a sentence-level corpus: lm1b), else ordered."""
+    if kind not in TRAIN_STREAMS:
+        raise TransformerXLError(f"train.streams must be one of {TRAIN_STREAMS}, got {kind!r}")
+    if kind == "auto":
+        return "sentences" if has_sentences else "ordered"
+    if kind == "sentences" and not has_sentences:
+        raise TransformerXLError("train.streams=sentences needs the sentence starts of a sentence-level corpus "
+                                 "(txl prepare --corpus lm1b); use ordered or varlen for this data")
+    return kind
+
+
+def make_train_streams(kind: str, tokens: np.ndarray | Tensor, *, sentences: np.ndarray | None = None,
+                       batch_size: int, seg_len: int, ext_len: int = 0, seed: int = 0, rank: int = 0,
+                       world_size: int = 1, device: torch.device | str = "cpu") -> TrainStreams:
+    """The training streams of ``train.streams=kind`` over ``tokens`` (``sentences``: the split's sentence
+    starts, from ``PreparedCorpus.sentences("train")``, or None).
+
+    - ``ordered``: B contiguous streams read in segments of ``seg_len`` (the original's default);
+    - ``varlen``: the same streams in segments of variable length (the original's ``--varlen``);
+    - ``sentences``: whole sentences dealt to B streams in an order shuffled every epoch (the original's
+      One Billion Word training);
+    - ``auto``: sentences when ``sentences`` is given, else ordered.
+
+    ``seed`` draws the variable lengths and the sentence order; every rank cuts the same global batch and
+    keeps its own streams.
+    """
+    kind = train_stream_kind(kind, has_sentences=sentences is not None)
+    common = dict(batch_size=batch_size, seg_len=seg_len, rank=rank, world_size=world_size, device=device)
+    if kind == "sentences":
+        if ext_len:
+            raise TransformerXLError(f"train.streams=sentences does not feed extended context "
+                                     f"(model.ext_len={ext_len}); set model.ext_len=0 or use ordered streams")
+        return ShuffledSentenceStreams(tokens, sentences, shuffle=True, seed=seed, **common)
+    if kind == "varlen":
+        return VariableLengthStreams(tokens, ext_len=ext_len, seed=seed, **common)
+    return OrderedStreams(tokens, ext_len=ext_len, **common)

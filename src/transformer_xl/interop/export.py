@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig, TransformerXLError
-from ..model import TransformerXLLM
+from ..model import Memory, TransformerXLLM
 
 
 class StreamingStep(nn.Module):
@@ -35,9 +35,10 @@ class StreamingStep(nn.Module):
 
     def forward(self, x: Tensor, mems: tuple[Tensor, ...], padding: Tensor
                 ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
-        out = self.model(x, mems=mems, mem_padding=padding, return_log_probs=True)
-        kept = x.shape[1] - self.model.config.ext_len  # positions this segment adds to the memory
-        return out.log_probs, out.mems, (padding - kept).clamp(min=0)
+        # Plain tensors in and out (an exported program's inputs), one Memory value inside.
+        out = self.model(x, memory=Memory(mems, padding=padding), return_log_probs=True)
+        assert out.memory is not None and out.memory.padding is not None
+        return out.log_probs, out.memory.states, out.memory.padding
 
 
 def initial_state(config: ModelConfig, batch_size: int, *, dtype: torch.dtype = torch.float32,

@@ -14,7 +14,7 @@ rename: the Hugging Face names carry a ``transformer.`` prefix on everything out
   PyTorch code reads them reversed (see ``original.py``). The parity tests pin this down.
 - ``pos_emb.inv_freq`` is a saved buffer in Hugging Face checkpoints; we recompute it.
 - Hugging Face starts from a zero-filled memory of ``mem_len`` positions; we start from an empty one.
-  To reproduce its first segment, pass ``zero_memory(model, batch_size)`` as ``mems``.
+  To reproduce its first segment, pass ``zero_memory(model, batch_size)`` as ``memory``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..config import ModelConfig, TransformerXLError
-from ..model import TransformerXLLM
+from ..model import Memory, TransformerXLLM
 from ..pretrained import assign_state, read_json, safe_torch_load
 
 __all__ = [
@@ -237,12 +237,15 @@ def export_hf(model: TransformerXLLM, directory: str | Path, *, vocab_symbols: l
         (directory / "vocab.txt").write_text("".join(s + "\n" for s in vocab_symbols), encoding="utf-8")
 
 
-def zero_memory(model: TransformerXLLM, batch_size: int) -> tuple[Tensor, ...]:
-    """Hugging Face's initial memory: ``mem_len`` zero states per layer, (B, mem_len, d_model) each.
+def zero_memory(model: TransformerXLLM, batch_size: int, *, mem_len: int | None = None) -> Memory:
+    """Hugging Face's initial memory: ``mem_len`` (default: the training value) zero states per layer,
+    (B, mem_len, d_model) each.
 
-    Our model starts from an empty memory (the paper's definition); pass this as ``mems`` only to
+    Our model starts from an empty memory (the paper's definition); pass this as ``memory`` only to
     reproduce a Hugging Face (or original-code) first segment exactly.
     """
     param = next(model.parameters())
-    shape = (batch_size, model.config.mem_len, model.config.d_model)
-    return tuple(torch.zeros(shape, dtype=param.dtype, device=param.device) for _ in range(model.config.n_layer))
+    length = model.config.mem_len if mem_len is None else mem_len
+    shape = (batch_size, length, model.config.d_model)
+    return Memory(tuple(torch.zeros(shape, dtype=param.dtype, device=param.device)
+                        for _ in range(model.config.n_layer)))

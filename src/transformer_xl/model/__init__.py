@@ -12,13 +12,13 @@ from .attention import (
                         rel_shift,
 )
 from .embedding import AdaptiveEmbedding, SinusoidPositionEmbedding
-from .memory import Memory, memory_length, update_memory
+from .memory import KeysValues, Memory, as_memory, update_memory
 from .softmax import ProjectedAdaptiveLogSoftmax
 from .transformer import TransformerXLLM, XLOutput
 
 __all__ = [
-    "ATTENTION_CLASSES", "AdaptiveEmbedding", "AlRfouAbsoluteAttention", "AttentionContext", "Memory",
+    "ATTENTION_CLASSES", "AdaptiveEmbedding", "AlRfouAbsoluteAttention", "AttentionContext", "KeysValues", "Memory",
     "MultiHeadAttention", "ProjectedAdaptiveLogSoftmax", "ShawRelativeAttention", "SinusoidPositionEmbedding",
     "TransformerXLLM", "VaswaniAbsoluteAttention", "XLOutput", "XLRelativeAttention", "attention_mask",
-    "memory_length", "rel_shift", "update_memory",
+    "as_memory", "rel_shift", "update_memory",
 ]

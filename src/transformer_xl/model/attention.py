@@ -24,8 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from .dropout import Dropout
-from .linear import Linear, linear
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,11 +145,14 @@ class MultiHeadAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(config.d_head)
         self.attn_dropout = config.attn_dropout
         inner = config.n_head * config.d_head
-        self.qkv_net = Linear(config.d_model, 3 * inner, bias=False)
-        self.o_net = Linear(inner, config.d_model, bias=False)
+        self.qkv_net = nn.Linear(config.d_model, 3 * inner, bias=False)
+        self.o_net = nn.Linear(inner, config.d_model, bias=False)
         self.layer_norm = nn.LayerNorm(config.d_model)
-        self.drop = Dropout(config.dropout)
-        self.dropatt = Dropout(config.attn_dropout)
+        self.drop = nn.Dropout(config.dropout)
+        self.dropatt = nn.Dropout(config.attn_dropout)
+        # The dense product of the sliced projections below (queries only for the segment); device
+        # kernels (transformer_xl.kernels) may replace it on an instance, as they replace nn.Linear.
+        self.dense = F.linear
 
     # Hooks ----------------------------------------------------------------------------------------
     def add_positions(self, x: Tensor, ctx: AttentionContext) -> Tensor:
@@ -172,8 +173,8 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.qkv_net(x).split(inner, dim=-1)  # 3 x (B, K, H*D)
         else:
             weight = self.qkv_net.weight  # (3*H*D, C): queries only for the segment, not the memory
-            q = linear(x[:, -qlen:], weight[:inner])  # (B, T, H*D)
-            k, v = linear(x, weight[inner:]).split(inner, dim=-1)  # 2 x (B, K, H*D)
+            q = self.dense(x[:, -qlen:], weight[:inner])  # (B, T, H*D)
+            k, v = self.dense(x, weight[inner:]).split(inner, dim=-1)  # 2 x (B, K, H*D)
         q = q.view(bsz, qlen, self.n_head, self.d_head).transpose(1, 2)  # (B, H, T, D)
         k = k.view(bsz, klen, self.n_head, self.d_head).transpose(1, 2)  # (B, H, K, D)
         v = v.view(bsz, klen, self.n_head, self.d_head).transpose(1, 2)  # (B, H, K, D)
@@ -232,7 +233,7 @@ class XLRelativeAttention(MultiHeadAttention):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.r_net = Linear(config.d_model, config.n_head * config.d_head, bias=False)  # W_{k,R}
+        self.r_net = nn.Linear(config.d_model, config.n_head * config.d_head, bias=False)  # W_{k,R}
         if config.untie_rel_bias:
             self.r_w_bias = nn.Parameter(torch.empty(config.n_head, config.d_head))  # u
             self.r_r_bias = nn.Parameter(torch.empty(config.n_head, config.d_head))  # v

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from .linear import linear
 
 
 def cluster_bounds(config: ModelConfig) -> list[tuple[int, int]]:
@@ -69,13 +69,14 @@ class AdaptiveEmbedding(nn.Module):
             for (start, end), dim in zip(self.bounds, dims):
                 self.emb_layers.append(nn.Embedding(end - start, dim))
                 self.emb_projs.append(nn.Parameter(torch.empty(config.d_model, dim)))
+        self.dense = F.linear  # the projections' product; device kernels may replace it on an instance
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens (B, T) -> embeddings (B, T, C)."""
         if len(self.emb_layers) == 1:
             embed = self.emb_layers[0](tokens)  # (B, T, d_embed)
             if len(self.emb_projs) > 0:
-                embed = linear(embed, self.emb_projs[0])  # (B, T, C)
+                embed = self.dense(embed, self.emb_projs[0])  # (B, T, C)
             return embed * self.emb_scale
         # Every cluster embeds every token (ids clamped into its range) and keeps only its own tokens.
         # Costs a few small projections more than gathering each cluster's tokens, but has no
@@ -83,7 +84,7 @@ class AdaptiveEmbedding(nn.Module):
         out = None
         for (start, end), layer, proj in zip(self.bounds, self.emb_layers, self.emb_projs):
             inside = (tokens >= start) & (tokens < end)  # (B, T)
-            embed = linear(layer((tokens - start).clamp(0, end - start - 1)), proj)  # (B, T, C)
+            embed = self.dense(layer((tokens - start).clamp(0, end - start - 1)), proj)  # (B, T, C)
             embed = torch.where(inside[..., None], embed, 0.0)
             out = embed if out is None else out + embed
         return out * self.emb_scale  # (B, T, C)

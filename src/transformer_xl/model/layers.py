@@ -6,8 +6,6 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .attention import AttentionContext, MultiHeadAttention
-from .dropout import Dropout
-from .linear import Linear
 
 
 class PositionwiseFF(nn.Module):
@@ -18,11 +16,11 @@ class PositionwiseFF(nn.Module):
         self.pre_norm = config.pre_norm
         # The name CoreNet and the Sequential indices (0, 3) match the original release's parameters.
         self.CoreNet = nn.Sequential(
-            Linear(config.d_model, config.d_inner),
-            nn.ReLU(),  # not in place: the fast linear returns a view of its result
-            Dropout(config.dropout),
-            Linear(config.d_inner, config.d_model),
-            Dropout(config.dropout),
+            nn.Linear(config.d_model, config.d_inner),
+            nn.ReLU(),  # not in place: a device kernel's linear may return a view of its result
+            nn.Dropout(config.dropout),
+            nn.Linear(config.d_inner, config.d_model),
+            nn.Dropout(config.dropout),
         )
         self.layer_norm = nn.LayerNorm(config.d_model)
 

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .embedding import cluster_bounds, cluster_dims
-from .linear import linear
 
 
 def _full_precision(logits: Tensor) -> Tensor:
@@ -52,6 +51,7 @@ class ProjectedAdaptiveLogSoftmax(nn.Module):
             for (start, end), dim in zip(self.bounds, dims):
                 self.out_layers.append(nn.Linear(dim, end - start))
                 self.out_projs.append(nn.Parameter(torch.empty(config.d_model, dim)))
+        self.dense = F.linear  # the output products; device kernels may replace it on an instance
 
     # ----------------------------------------------------------------------------------------------
     def _cluster_params(self, i: int) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -67,11 +67,10 @@ class ProjectedAdaptiveLogSoftmax(nn.Module):
             bias = torch.cat([bias, self.cluster_bias], dim=0)
         return weight, bias, self.out_projs[i]
 
-    @staticmethod
-    def _logits(hidden: Tensor, weight: Tensor, bias: Tensor, proj: Tensor | None) -> Tensor:
+    def _logits(self, hidden: Tensor, weight: Tensor, bias: Tensor, proj: Tensor | None) -> Tensor:
         if proj is not None:
-            hidden = linear(hidden, proj.t())  # (N, C) @ (C, d_i) -> (N, d_i)
-        return linear(hidden, weight, bias)  # (N, V_i)
+            hidden = self.dense(hidden, proj.t())  # (N, C) @ (C, d_i) -> (N, d_i)
+        return self.dense(hidden, weight, bias)  # (N, V_i)
 
     def _head_log_probs(self, hidden: Tensor) -> Tensor:
         return F.log_softmax(_full_precision(self._logits(hidden, *self._cluster_params(0))), dim=-1)

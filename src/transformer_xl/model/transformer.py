@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -12,10 +11,9 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig, TransformerXLError
 from .attention import ATTENTION_CLASSES, AttentionContext, attention_mask
-from .dropout import Dropout
 from .embedding import AdaptiveEmbedding, SinusoidPositionEmbedding, relative_positions
 from .layers import DecoderLayer
-from .memory import KVCache, Memory, memory_length, update_kv_cache, update_memory
+from .memory import KeysValues, Memory, as_memory, update_memory
 from .softmax import ProjectedAdaptiveLogSoftmax
 
 
@@ -23,27 +21,28 @@ from .softmax import ProjectedAdaptiveLogSoftmax
 class XLOutput:
     """Result of one forward over a segment.
 
-    loss: (B, T) per-token negative log-likelihood in input order, when targets were given.
-    log_probs: (B, T, V) log-probabilities, when ``return_log_probs=True``.
-    mems: one detached (B, M, C) tensor per layer input, to pass to the next segment.
-    hidden: (B, T, C) final hidden states (the softmax input), when ``return_hidden=True``.
-    kv_cache: per layer, the keys and values of the new memory, when ``use_kv_cache=True``: pass it back
-        with ``mems`` to skip re-projecting the memory (inference).
+    loss: (B, T') per-token negative log-likelihood in input order, when targets were given.
+    memory: the :class:`Memory` to pass to the next segment (None when ``mem_len`` is 0). It holds the
+        memory's attention keys and values too when the call had ``use_kv_cache=True`` (inference).
+    log_probs: (B, T', V) log-probabilities, when ``return_log_probs=True``.
+    hidden: (B, T', C) final hidden states (the softmax input), when ``return_hidden=True``.
     """
 
     loss: Tensor | None
-    mems: Memory
+    memory: Memory | None
     log_probs: Tensor | None = None
     hidden: Tensor | None = None
-    kv_cache: KVCache | None = None
 
 
 class TransformerXLLM(nn.Module):
     """Transformer-XL language model (Dai et al. 2019). Memory is passed in and returned explicitly.
 
+    The config describes the model as trained; each call says how it is run (its span: ``mem_len``,
+    ``clamp_len``, ``same_length``, defaulting to the config's training values).
+
     >>> model = TransformerXLLM(ModelConfig.preset("tiny"))
     >>> out = model(x, targets=y)              # first segment: empty memory
-    >>> out = model(x2, targets=y2, mems=out.mems)
+    >>> out = model(x2, targets=y2, memory=out.memory, mem_len=96)
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -51,7 +50,7 @@ class TransformerXLLM(nn.Module):
         self.config = config
         attention = ATTENTION_CLASSES[config.attn_type]
         self.word_emb = AdaptiveEmbedding(config)
-        self.drop = Dropout(config.dropout)
+        self.drop = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(DecoderLayer(config, attention) for _ in range(config.n_layer))
         self.pos_emb = SinusoidPositionEmbedding(config.d_model) if attention.uses_sinusoid else None
         if attention.uses_global_rel_bias and not config.untie_rel_bias:
@@ -100,13 +99,6 @@ class TransformerXLLM(nn.Module):
             if name.rsplit(".", 1)[-1] in ("r_w_bias", "r_r_bias", "r_emb", "r_bias"):
                 nn.init.normal_(param, 0.0, std)
 
-    def set_lengths(self, *, seg_len: int | None = None, mem_len: int | None = None,
-                    ext_len: int | None = None, clamp_len: int | None = None,
-                    same_length: bool | None = None) -> None:
-        """Change the attention lengths in place (evaluation often uses a longer memory than training)."""
-        self.config = self.config.with_lengths(seg_len=seg_len, mem_len=mem_len, ext_len=ext_len,
-                                               clamp_len=clamp_len, same_length=same_length)
-
     @property
     def supports_kv_cache(self) -> bool:
         """Whether ``use_kv_cache`` applies: the relative variants, whose memory keys never change."""
@@ -117,84 +109,107 @@ class TransformerXLLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # Forward --------------------------------------------------------------------------------------
-    def _check_inputs(self, x: Tensor, targets: Tensor | None, mems: Sequence[Tensor] | None) -> None:
+    def _check_inputs(self, x: Tensor, targets: Tensor | None, memory: Memory | None) -> None:
         if x.dim() != 2 or x.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
             raise TransformerXLError(f"x must be an integer tensor (B, T), got {x.dtype} {tuple(x.shape)}")
         if x.numel() == 0:
             raise TransformerXLError(f"x is empty: {tuple(x.shape)}")
-        # The range check reads values (a device sync and a graph break): eager mode only.
-        low, high = (0, 0) if torch.compiler.is_compiling() else (int(x.min()), int(x.max()))
-        if low < 0 or high >= self.config.n_token:
-            raise TransformerXLError(
-                f"token ids must lie in [0, {self.config.n_token}), got [{low}, {high}]: "
-                "is the data encoded with this model's vocabulary?")
+        # The range check reads values: on CPU that is cheap and turns an IndexError deep in the embedding
+        # into a clear message; on an accelerator it would be a host sync per segment, so callers that
+        # read data (evaluate, score, train) check their token arrays once instead.
+        if x.device.type == "cpu" and not torch.compiler.is_compiling():
+            low, high = int(x.min()), int(x.max())
+            if low < 0 or high >= self.config.n_token:
+                raise TransformerXLError(
+                    f"token ids must lie in [0, {self.config.n_token}), got [{low}, {high}]: "
+                    "is the data encoded with this model's vocabulary?")
         if targets is not None:
             if targets.dim() != 2 or targets.shape[0] != x.shape[0] or not 0 < targets.shape[1] <= x.shape[1]:
                 raise TransformerXLError(
                     f"targets {tuple(targets.shape)} must be (B, T') with T' <= T for x {tuple(x.shape)}")
-        if mems:
+        if memory is not None:
             expected = (x.shape[0], self.config.d_model)
-            if len(mems) != self.config.n_layer or any((m.shape[0], m.shape[2]) != expected for m in mems):
+            states = memory.states
+            if len(states) != self.config.n_layer or any((m.shape[0], m.shape[2]) != expected for m in states):
                 raise TransformerXLError(
-                    f"mems must be {self.config.n_layer} tensors of shape (B={x.shape[0]}, M, "
-                    f"{self.config.d_model}); got {[tuple(m.shape) for m in mems]}")
+                    f"the memory must hold {self.config.n_layer} tensors of shape (B={x.shape[0]}, M, "
+                    f"{self.config.d_model}); got {[tuple(m.shape) for m in states]}")
+            if memory.keys_values is not None:
+                if not self.supports_kv_cache:
+                    raise TransformerXLError(f"attn_type {self.config.attn_type!r} adds positions to the memory's "
+                                             "keys: they change every segment and cannot be cached")
+                self._check_kv_cache(memory.keys_values, memory.length)
 
-    def forward(self, x: Tensor, targets: Tensor | None = None, *, mems: Sequence[Tensor] | None = None,
-                mem_padding: Tensor | None = None, kv_cache: KVCache | None = None, use_kv_cache: bool = False,
-                return_log_probs: bool = False, return_hidden: bool = False) -> XLOutput:
+    @staticmethod
+    def _check_span(mem_len: int, ext_len: int, clamp_len: int) -> None:
+        for name, value in (("mem_len", mem_len), ("ext_len", ext_len)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise TransformerXLError(f"{name} must be a non-negative integer, got {value!r}")
+        if not isinstance(clamp_len, int) or isinstance(clamp_len, bool):
+            raise TransformerXLError(f"clamp_len must be an integer, got {clamp_len!r}")
+
+    def forward(self, x: Tensor, targets: Tensor | None = None, *,
+                memory: Memory | Sequence[Tensor] | None = None, mem_len: int | None = None,
+                clamp_len: int | None = None, same_length: bool | None = None, ext_len: int | None = None,
+                use_kv_cache: bool = False, return_log_probs: bool = False,
+                return_hidden: bool = False) -> XLOutput:
         """x (B, T) token ids; targets (B, T') predicted from the last T' positions (T' < T when the
-        first positions are extended context, ``ext_len``); mems from the previous segment or None.
+        first positions are extended context, ``ext_len``); ``memory`` from the previous segment, or None.
 
-        ``mem_padding`` (a long tensor, scalar or (B,)) says how many leading memory positions hold no
-        token: they are masked out, so a fixed-size memory behaves exactly like a shorter one (used by
-        fixed-shape exported programs and batches of prompts of different lengths).
+        The span of this call: ``mem_len`` (positions kept in the returned memory), ``clamp_len``
+        (relative distances beyond it share one encoding), ``same_length`` (every query sees at most
+        ``mem_len`` keys) and ``ext_len`` (trailing positions left out of the memory, fed again next
+        segment); each defaults to the config's training value.
 
-        ``use_kv_cache=True`` returns ``out.kv_cache``, the memory's attention keys and values; passing it
-        back as ``kv_cache`` (with the matching ``mems``) reuses them instead of projecting the memory again.
-        Same results; for inference (no dropout, fixed weights) with the relative attention variants.
+        ``memory`` may also be plain per-layer tensors (B, M, C). A memory with ``padding`` masks out that
+        many leading positions, so a fixed-size memory behaves exactly like a shorter one.
+
+        ``use_kv_cache=True`` keeps the memory's attention keys and values in the returned memory; the
+        next call then reuses them instead of projecting the memory again (same results; inference with
+        the relative attention variants, where a memory row's key never changes).
         """
-        self._check_inputs(x, targets, mems)
         config = self.config
+        mem_len = config.mem_len if mem_len is None else mem_len
+        clamp_len = config.clamp_len if clamp_len is None else clamp_len
+        same_length = config.same_length if same_length is None else bool(same_length)
+        ext_len = config.ext_len if ext_len is None else ext_len
+        self._check_span(mem_len, ext_len, clamp_len)
+        memory = as_memory(memory)
+        self._check_inputs(x, targets, memory)
+        if use_kv_cache and not self.supports_kv_cache:
+            raise TransformerXLError(f"attn_type {config.attn_type!r} adds positions to the memory's keys: "
+                                     "they change every segment and cannot be cached")
         bsz, qlen = x.shape
-        mlen = memory_length(mems)
-        mems = mems if mlen > 0 else None
+        mlen = 0 if memory is None else memory.length
         klen = mlen + qlen
 
         h = self.drop(self.word_emb(x.long()))  # (B, T, C)
         pos_emb = None
         if self.pos_emb is not None:
-            positions = relative_positions(klen, clamp_len=config.clamp_len, device=x.device)
+            positions = relative_positions(klen, clamp_len=clamp_len, device=x.device)
             pos_emb = self.drop(self.pos_emb(positions))  # (K, C)
-        mask = attention_mask(qlen=qlen, mlen=mlen, mem_len=config.mem_len, same_length=config.same_length,
+        mask = attention_mask(qlen=qlen, mlen=mlen, mem_len=mem_len, same_length=same_length,
                               device=x.device)  # (T, K)
-        if mem_padding is not None:
-            padding = mem_padding.to(x.device).reshape(-1, 1, 1, 1)  # (B|1, 1, 1, 1)
+        if memory is not None and memory.padding is not None:
+            padding = memory.padding.to(x.device).reshape(-1, 1, 1, 1)  # (B|1, 1, 1, 1)
             mask = mask | (torch.arange(klen, device=x.device) < padding)  # (B|1, 1, T, K)
         ctx = AttentionContext(qlen=qlen, mlen=mlen, pos_emb=pos_emb, r_w_bias=self.r_w_bias,
                                r_r_bias=self.r_r_bias, mask=mask)
 
-        if (kv_cache is not None or use_kv_cache) and not self.supports_kv_cache:
-            raise TransformerXLError(f"attn_type {config.attn_type!r} adds positions to the memory's keys: "
-                                     "they change every segment and cannot be cached")
-        if kv_cache is not None and mlen > 0:
-            self._check_kv_cache(kv_cache, mlen)
-        else:
-            kv_cache = None
+        cached = None if memory is None else memory.keys_values
         layer_inputs, kvs = [], []
         for i, layer in enumerate(self.layers):
             layer_inputs.append(h)
-            mem_i = None if mems is None else mems[i]
-            mem_kv = None if kv_cache is None else kv_cache[i]
+            mem_i = None if memory is None else memory.states[i]
+            mem_kv = None if cached is None else cached[i]
             if config.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 h, kv = checkpoint(layer, h, mem_i, ctx, mem_kv, use_reentrant=False)
             else:
                 h, kv = layer(h, mem_i, ctx, mem_kv)
             kvs.append(kv)
         h = self.drop(h)
-        new_mems = update_memory(layer_inputs, mems, mem_len=config.mem_len, ext_len=config.ext_len)
-        new_kv = None
-        if use_kv_cache:
-            new_kv = update_kv_cache(kvs, old_len=mlen, qlen=qlen, mem_len=config.mem_len, ext_len=config.ext_len)
+        new_memory = update_memory(layer_inputs, memory, mem_len=mem_len, ext_len=ext_len,
+                                   keys_values=kvs if use_kv_cache else None)
 
         n_pred = qlen if targets is None else targets.shape[1]
         pred = h[:, qlen - n_pred:]  # (B, T', C)
@@ -203,28 +218,13 @@ class TransformerXLLM(nn.Module):
         if targets is not None:
             loss = self.crit(flat, targets.reshape(-1).long()).view(bsz, n_pred)  # (B, T')
         log_probs = self.crit.log_probs(flat).view(bsz, n_pred, -1) if return_log_probs else None
-        return XLOutput(loss=loss, mems=new_mems, log_probs=log_probs, hidden=pred if return_hidden else None,
-                        kv_cache=new_kv)
+        return XLOutput(loss=loss, memory=new_memory, log_probs=log_probs,
+                        hidden=pred if return_hidden else None)
 
-    def _check_kv_cache(self, kv_cache: KVCache, mlen: int) -> None:
+    def _check_kv_cache(self, kv_cache: KeysValues, mlen: int) -> None:
         expected = (self.config.n_head, mlen, self.config.d_head)
         if len(kv_cache) != self.config.n_layer or any(
                 (k.shape[1], k.shape[2], k.shape[3]) != expected or v.shape != k.shape for k, v in kv_cache):
             raise TransformerXLError(
                 f"kv_cache must hold (keys, values) of shape (B, {self.config.n_head}, M={mlen}, "
-                f"{self.config.d_head}) for each of the {self.config.n_layer} layers, matching mems: pass the "
-                "kv_cache returned together with those mems")
-
-    # Persistence (delegated: model/ does no I/O itself) ---------------------------------------------
-    def save_pretrained(self, directory: str | Path, **kwargs: Any) -> None:
-        """Write config.json and model.safetensors (and a vocabulary, when given) to ``directory``."""
-        from ..pretrained import save_pretrained
-
-        save_pretrained(self, directory, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, **kwargs: Any) -> "TransformerXLLM":
-        """Load a model written by :meth:`save_pretrained` (safetensors + JSON; no pickle)."""
-        from ..pretrained import load_pretrained
-
-        return load_pretrained(directory, **kwargs)
+                f"{self.config.d_head}) for each of the {self.config.n_layer} layers, matching the memory")

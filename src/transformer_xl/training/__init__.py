@@ -1,8 +1,11 @@
-"""Training: the loop, the learning-rate schedule, checkpoints and distributed helpers."""
+"""Training: the loop, the optimiser and its parameter groups, the learning-rate schedule, checkpoints and
+distributed helpers."""
 
-from .checkpoint import load_model, resolve_checkpoint, save_checkpoint
+from .ablation import AblationResult, run_ablation
+from .checkpoint import save_checkpoint
 from .loop import TrainData, TrainResult, load_data, train
+from .optim import build_optimizer, parameter_groups
 from .schedule import learning_rate
 
-__all__ = ["TrainData", "TrainResult", "learning_rate", "load_data", "load_model", "resolve_checkpoint",
-           "save_checkpoint", "train"]
+__all__ = ["AblationResult", "TrainData", "TrainResult", "build_optimizer", "learning_rate", "load_data",
+           "parameter_groups", "run_ablation", "save_checkpoint", "train"]

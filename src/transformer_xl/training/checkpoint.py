@@ -7,7 +7,7 @@ states and memory of every rank, stream position), read back with ``torch.load(w
 Atomicity: everything is written into a temporary sibling directory and fsynced; then the old
 directory is renamed aside, the new one renamed into place and the old one removed. A crash while
 writing leaves the previous checkpoint untouched; a crash between the two renames leaves it under
-``.NAME.old``, which :func:`resolve_checkpoint` and the next save pick up again.
+``.NAME.old``, which :func:`transformer_xl.runtime.resolve_checkpoint` and the next save pick up again.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from safetensors import SafetensorError
 
 from ..config import RunConfig, TransformerXLError
 from ..model import TransformerXLLM
+from ..runtime import RUN_CONFIG_FILE, old_checkpoint_path
 
 TRAINING_STATE_FILE = "training_state.pt"
-RUN_CONFIG_FILE = "run.json"
 STATE_FORMAT = 1
 
 # Test hook: "PHASE:SECONDS" pauses a save at PHASE ("write": files half written in the temporary
@@ -55,10 +55,6 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _old(directory: Path) -> Path:
-    return directory.with_name(f".{directory.name}.old")
-
-
 def save_checkpoint(directory: str | Path, *, model: TransformerXLLM, run_config: RunConfig,
                     training_state: dict[str, Any], vocab: Any = None) -> Path:
     """Write a complete checkpoint to ``directory``, replacing any previous one atomically. An OSError
@@ -68,7 +64,7 @@ def save_checkpoint(directory: str | Path, *, model: TransformerXLLM, run_config
         return _save_checkpoint(directory, model=model, run_config=run_config, training_state=training_state,
                                 vocab=vocab)
     except (OSError, SafetensorError) as exc:  # disk full, read-only or unwritable directory: the user's to fix
-        previous = directory if directory.exists() else _old(directory)
+        previous = directory if directory.exists() else old_checkpoint_path(directory)
         kept = (f"the previous checkpoint in {previous} is intact" if previous.exists()
                 else "no earlier checkpoint exists")
         raise TransformerXLError(f"could not write checkpoint {directory}: {getattr(exc, 'strerror', None) or exc} "
@@ -82,8 +78,8 @@ def _save_checkpoint(directory: Path, *, model: TransformerXLLM, run_config: Run
 
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
-    if not directory.exists() and _old(directory).exists():
-        os.replace(_old(directory), directory)  # finish recovering from a crash between the renames
+    if not directory.exists() and old_checkpoint_path(directory).exists():
+        os.replace(old_checkpoint_path(directory), directory)  # finish recovering from a crash between the renames
     for stale in parent.glob(f".{directory.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a save that was killed while writing
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
@@ -99,7 +95,7 @@ def _save_checkpoint(directory: Path, *, model: TransformerXLLM, run_config: Run
         for path in tmp.iterdir():
             _fsync_path(path)
         _fsync_path(tmp)
-        old = _old(directory)
+        old = old_checkpoint_path(directory)
         if old.exists():
             shutil.rmtree(old)
         if directory.exists():
@@ -114,38 +110,6 @@ def _save_checkpoint(directory: Path, *, model: TransformerXLLM, run_config: Run
     return directory
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint directory ``path`` names: a checkpoint itself, or a run directory (its ``best/``,
-    else ``last/``). A checkpoint whose replacement was interrupted is found under ``.NAME.old``."""
-    path = Path(path)
-    if not path.exists() and _old(path).exists():
-        return _old(path)
-    if not path.exists():
-        raise TransformerXLError(f"checkpoint not found: {path}")
-    if not path.is_dir():
-        raise TransformerXLError(f"{path} is a file; pass a checkpoint directory (or a run directory)")
-    if (path / "config.json").exists():
-        return path
-    for name in ("best", "last"):
-        candidate = path / name
-        if candidate.exists() or _old(candidate).exists():
-            return resolve_checkpoint(candidate)
-    raise TransformerXLError(f"{path} holds no checkpoint (no config.json, best/ or last/)")
-
-
-def load_run_config(directory: str | Path) -> RunConfig | None:
-    """The run config saved with a training checkpoint; None for a bare save_pretrained directory."""
-    from ..pretrained import read_json
-
-    path = Path(directory) / RUN_CONFIG_FILE
-    if not path.exists():
-        return None
-    try:
-        return RunConfig.from_dict(read_json(path, what="run config"))
-    except TransformerXLError as exc:
-        raise TransformerXLError(f"{path}: {exc}") from None
-
-
 def load_training_state(directory: str | Path) -> dict[str, Any]:
     """The training state (on the CPU), read with ``torch.load(weights_only=True)``."""
     from ..pretrained import safe_torch_load
@@ -158,16 +122,6 @@ def load_training_state(directory: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise TransformerXLError(f"{path} is not a training state this version can read")
     return state
-
-
-def load_model(path: str | Path, *, device: torch.device | str = "cpu"
-               ) -> tuple[TransformerXLLM, Any, RunConfig | None]:
-    """(model in eval mode, vocabulary or None, run config or None) from a checkpoint or run directory."""
-    from ..pretrained import load_pretrained, load_vocabulary
-
-    directory = resolve_checkpoint(path)
-    model = load_pretrained(directory, map_location=device)
-    return model, load_vocabulary(directory), load_run_config(directory)
 
 
 # RNG state as tensors and plain values only, so that weights_only loading accepts it -------------------

@@ -1,63 +1,27 @@
-"""torchrun environment, process group, DDP wrapping, rank-0 printing and metric all-reduce.
+"""Training's distributed helpers: process group, DDP wrapping, collectives, rank-0 printing.
 
-This is the only module that reads the torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
-MASTER_PORT). Without them everything degrades to a single process and every helper is a no-op.
+The torchrun variables are read by :mod:`transformer_xl.runtime` (``torchrun_env``), which also owns
+:class:`DistInfo` (re-exported here with ``resolve_device``), the device choice, the elastic restart count and
+the metric all-reduce that inference needs too. Without torchrun everything degrades to a single process
+and every helper is a no-op.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..config import TransformerXLError
+from ..runtime import DistInfo, resolve_device, torchrun_env
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    created_group: bool = False  # this process called init_process_group (and so tears it down)
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise TransformerXLError(f"environment variable {name}={value!r} must be an integer") from None
-
-
-def resolve_device(preference: str = "auto", *, local_rank: int = 0) -> torch.device:
-    """``auto``: this process's GPU when CUDA is available, else the CPU."""
-    if preference == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(preference)
-    except RuntimeError:
-        raise TransformerXLError(f"unknown device {preference!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TransformerXLError(f"device {preference!r} requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
-    return device
+__all__ = [
+    "DistInfo", "all_gather_object", "all_gather_tensor", "any_rank", "barrier", "broadcast_object",
+    "init_distributed", "print0", "resolve_device", "shutdown", "wrap_model",
+]
 
 
 def init_distributed(device: torch.device, *, timeout_s: float | None = None) -> DistInfo:
@@ -65,9 +29,7 @@ def init_distributed(device: torch.device, *, timeout_s: float | None = None) ->
 
     ``timeout_s`` bounds how long a collective waits for the other processes, so that a job whose
     worker died stops with an error instead of hanging (torch's default is 30 minutes or more)."""
-    world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
-    local_rank = _env_int("LOCAL_RANK", 0)
+    rank, world_size, local_rank = torchrun_env()
     if world_size <= 1:
         return DistInfo()
     if not 0 <= rank < world_size:
@@ -103,25 +65,12 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, *, find_u
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
-def all_reduce_sum(values: Sequence[float], device: torch.device, info: DistInfo) -> list[float]:
-    """Sum a few numbers over all processes (one collective)."""
-    tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
-    if info.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.tolist()
-
-
 def any_rank(flags: Tensor, info: DistInfo) -> list[bool]:
     """Which of these flags (a small float tensor on the device) any process raised: one collective,
     so that every rank takes the same branch (skip a step, stop, save)."""
     if info.enabled:
         dist.all_reduce(flags, op=dist.ReduceOp.SUM)
     return [value > 0 for value in flags.tolist()]
-
-
-def elastic_restart_count() -> int:
-    """How many times torchrun's elastic agent has restarted this job (0 outside torchrun)."""
-    return _env_int("TORCHELASTIC_RESTART_COUNT", 0)
 
 
 def all_gather_tensor(tensor: Tensor, info: DistInfo) -> list[Tensor]:

@@ -1,20 +1,27 @@
 """train(): the training loop of the paper, with memory carried across segments.
 
 One optimiser step reads the next segment of every stream. The local batch is split into
-``grad_accum`` chunks of whole streams; each chunk keeps its own memory (the original's batch_chunk),
-and under DDP gradients are synchronised only on the last chunk (no_sync). The loss is the mean over
-all tokens of the global batch, so one process on batch B and W processes on B / W streams each
-compute the same gradient.
+``grad_accum`` chunks of whole streams; each chunk has its own :class:`~transformer_xl.runner.SegmentRunner`
+and so its own memory (the original's batch_chunk), and under DDP gradients are synchronised only on the
+last chunk (no_sync). The loss is the mean over all tokens of the global batch, so one process on batch B
+and W processes on B / W streams each compute the same gradient.
+
+:func:`train` is a short sequence of named steps over one :class:`TrainState`, each a function here:
+
+    state = setup(...)                   # model, optimiser, streams, runners; or all of them from last/
+    while state.step < max_steps:
+        outcome = forward_backward(state)    # next segment through each chunk's runner; clip; lr
+        agree(state, outcome, signals)       # stop by time or signal, non-finite step: one collective
+        apply_or_skip(state, outcome)        # the optimiser step, or a skip that restores the memory
+        log_step(state, outcome)             # metrics.jsonl (and TensorBoard) on its cadence
+        check_bad_steps(state, outcome)      # train.nan_policy
+        interrupt(state, signals) / on_cadence(state)   # save and leave; or validate (best/), save (last/)
+    finish(state)                        # a last validation and last/
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
-import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,31 +33,35 @@ import torch
 from torch import Tensor, nn
 
 from ..config import RunConfig, TransformerXLError
-from ..data.streams import OrderedStreams, Segment
+from ..data.streams import Segment, TrainStreams, make_train_streams
 from ..evaluation import evaluate
-from ..model import TransformerXLLM
+from ..kernels import apply_device_kernels
+from ..model import Memory, TransformerXLLM
+from ..pretrained import load_pretrained, load_vocabulary
+from ..runner import SegmentRunner
+from ..runtime import DistInfo, load_run_config, resolve_checkpoint, resolve_device
 from . import distributed as D
-from .checkpoint import (
-    load_run_config,
-    load_training_state,
-    resolve_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from .checkpoint import load_training_state, rng_state, save_checkpoint, set_rng_state
+from .metrics import MetricsLog
+from .optim import build_optimizer
 from .schedule import learning_rate
+from .signals import StopSignals
 
-Memory = tuple[Tensor, ...]
-METRICS_FILE = "metrics.jsonl"
+__all__ = ["NonFiniteLossError", "TrainData", "TrainResult", "TrainState", "load_data", "train"]
 
 
 @dataclass
 class TrainData:
-    """Token arrays of the splits and the vocabulary they were encoded with (None: bare arrays)."""
+    """Token arrays of the splits and the vocabulary they were encoded with (None: bare arrays).
+
+    ``train_sentences``: the start of every sentence of the training split, for a sentence-level corpus
+    (lm1b); ``train.streams=auto`` then reads whole sentences in a shuffled order.
+    """
 
     train: np.ndarray
     valid: np.ndarray | None = None
     vocab: Any = None
+    train_sentences: np.ndarray | None = None
 
     @property
     def level(self) -> str | None:
@@ -73,57 +84,9 @@ class NonFiniteLossError(TransformerXLError):
     """Too many consecutive steps had a non-finite loss or gradient (train.nan_policy, max_bad_steps)."""
 
 
-class _StopSignals:
-    """SIGTERM (preemption) and SIGINT (Ctrl-C) set a flag that the loop checks between steps; the loop
-    then saves last/ and returns, so a resume is exact. A second signal of the same kind gets the previous
-    handler (the user insists). Handlers can only be installed on the main thread; elsewhere this is a no-op."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:
-            self.restore()
-            signal.raise_signal(signum)  # now the previous handler: KeyboardInterrupt, or the default exit
-            return
-        self.received = signum
-
-    @property
-    def name(self) -> str | None:
-        return signal.Signals(self.received).name if self.received is not None else None
-
-    def restore(self) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.restore()
-
-
-def _nonfinite(loss: Tensor, grad_norm: Tensor | None, params: list[nn.Parameter], *, grads: bool) -> Tensor:
-    """1.0 when the step's loss (or, with ``grads``, any gradient) is NaN or inf, else 0.0, on the device
-    (no host sync here: the caller reduces it with the other flags)."""
-    bad = ~torch.isfinite(loss)
-    if grads:
-        if grad_norm is None:  # no clipping: a sum of norms is finite exactly when every gradient is
-            norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-            grad_norm = torch.stack(norms).sum() if norms else torch.zeros((), device=loss.device)
-        bad = bad | ~torch.isfinite(grad_norm)
-    return bad.double().reshape(1)
-
-
 def load_data(data: Any, vocab: Any = None) -> TrainData:
-    """A prepared data directory (txl prepare), a PreparedCorpus, a TrainData or {"train": ..., "valid": ...}."""
+    """A prepared data directory (txl prepare), a PreparedCorpus, a TrainData or {"train": ..., "valid": ...}
+    (optionally "train_sentences": sentence starts of the training split)."""
     if isinstance(data, TrainData):
         return data
     if isinstance(data, (str, Path)):
@@ -133,115 +96,23 @@ def load_data(data: Any, vocab: Any = None) -> TrainData:
     if isinstance(data, Mapping):
         if "train" not in data:
             raise TransformerXLError("training data needs a 'train' split")
-        return TrainData(train=np.asarray(data["train"]), valid=data.get("valid"), vocab=vocab)
+        return TrainData(train=np.asarray(data["train"]), valid=data.get("valid"), vocab=vocab,
+                         train_sentences=data.get("train_sentences"))
     if hasattr(data, "split"):  # PreparedCorpus
         try:
             valid = data.split("valid")
         except TransformerXLError:
             valid = None
-        return TrainData(train=data.split("train"), valid=valid, vocab=vocab if vocab is not None else data.vocab)
+        return TrainData(train=data.split("train"), valid=valid, vocab=vocab if vocab is not None else data.vocab,
+                         train_sentences=data.sentences("train"))
     raise TransformerXLError(f"cannot train on {type(data).__name__}; pass a prepared data directory")
 
 
-def _check_compatible(saved: RunConfig, config: RunConfig) -> None:
-    """Refuse a resume whose model or data layout differs from the checkpoint's."""
-    saved_model, model = saved.model.to_dict(), config.model.to_dict()
-    diffs = [f"model.{k} was {saved_model[k]!r}, now {model[k]!r}" for k in saved_model if saved_model[k] != model[k]]
-    for key in ("batch_size",):
-        a, b = getattr(saved.train, key), getattr(config.train, key)
-        if a != b:
-            diffs.append(f"train.{key} was {a!r}, now {b!r}")
-    if diffs:
-        raise TransformerXLError("cannot resume with an incompatible config: " + "; ".join(diffs)
-                                 + " (drop those overrides, or train into a new --out)")
+# --- the state of a run ------------------------------------------------------------------------------
+class EpochReader:
+    """Segments of this rank's streams, epoch after epoch; says when the memory must restart."""
 
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the rows of steps up to the checkpoint a run resumes from.
-
-    After a crash the file holds rows for steps the resumed run will do again (and perhaps a torn last
-    line); without this they would appear twice. Rewritten atomically.
-    """
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by the crash
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class _Metrics:
-    """JSONL always (rank 0); TensorBoard when installed and asked for."""
-
-    def __init__(self, out: Path | None, info: D.DistInfo, tensorboard: bool, *,
-                 resumed_step: int | None = None) -> None:
-        self.file = None
-        self.writer = None
-        if out is None or not info.is_main:
-            return
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            if resumed_step is not None:
-                _truncate_metrics(out / METRICS_FILE, resumed_step)
-            self.file = open(out / METRICS_FILE, "a", encoding="utf-8")
-        except OSError as exc:  # unwritable, read-only or a file in the way: before any step is lost
-            raise TransformerXLError(f"cannot write the run directory {out}: {exc.strerror or exc}; "
-                                     "choose a writable --out") from None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
-            except ImportError:
-                self.writer = None
-            else:
-                self.writer = SummaryWriter(str(out / "tensorboard"))
-
-    def log(self, step: int, values: dict[str, Any]) -> None:
-        if self.file is not None:
-            try:
-                self.file.write(json.dumps({"step": step, **values}) + "\n")
-                self.file.flush()
-            except OSError as exc:  # disk full: metrics are not worth the run; the next save reports it
-                print(f"warning: cannot write {METRICS_FILE} ({exc.strerror or exc}); metrics logging stops",
-                      file=sys.stderr, flush=True)
-                self._close_file()
-        if self.writer is not None:
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.writer.add_scalar(key, value, step)
-
-    def _close_file(self) -> None:
-        file, self.file = self.file, None
-        if file is not None:
-            try:
-                file.close()
-            except OSError:  # the buffered tail cannot be written either
-                pass
-
-    def close(self) -> None:
-        self._close_file()
-        if self.writer is not None:
-            self.writer.close()
-
-
-class _Batches:
-    """Segments of this rank's streams, epoch after epoch; knows when memory must restart."""
-
-    def __init__(self, streams: OrderedStreams) -> None:
+    def __init__(self, streams: TrainStreams) -> None:
         self.streams = streams
         self._iter: Iterator[Segment] = iter(streams)
 
@@ -254,28 +125,57 @@ class _Batches:
             return next(self._iter), True
 
 
-def train(config: RunConfig, *, data: Any, out: str | Path | None = None, resume: bool = False, vocab: Any = None,
-          progress: bool | None = None, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train ``config.model`` on ``data`` (see :func:`load_data`), writing checkpoints and metrics to ``out``.
+@dataclass
+class TrainState:
+    """Everything one training process holds between steps."""
 
-    ``resume=True`` continues exactly from ``out/last``: the losses of N steps equal those of N/2 steps,
-    a stop, and N/2 resumed steps. Run under torchrun for DDP (one process per device). ``progress``:
-    None shows a bar on a terminal only.
-    """
-    tc = config.train
-    out = Path(out) if out is not None else None
-    device = D.resolve_device(tc.device, local_rank=D._env_int("LOCAL_RANK", 0))
-    info = D.init_distributed(device, timeout_s=tc.dist_timeout)
-    try:
-        return _train(config, data=load_data(data, vocab), out=out, resume=resume, device=device, info=info,
-                      progress=progress, on_step=on_step)
-    finally:
-        D.shutdown(info)
+    config: RunConfig
+    data: TrainData
+    out: Path | None
+    device: torch.device
+    info: DistInfo
+    model: TransformerXLLM  # the bare model: checkpoints and validation
+    ddp: nn.Module  # the model, or DDP around it (its no_sync)
+    optimizer: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler with fp16, else None
+    streams: TrainStreams
+    reader: EpochReader
+    runners: list[SegmentRunner]  # one per grad-accum chunk: its streams' memory
+    metrics: MetricsLog
+    result: TrainResult
+    step: int = 0  # optimiser steps done
+    best: float | None = None  # best validation loss
+    last_saved: int | None = None  # step held by last/ (None: nothing saved yet)
+    evaluated_at: int | None = None  # step of the last validation
+    bad_run: int = 0  # consecutive non-finite steps
+    pending: list[Tensor] = field(default_factory=list)  # step losses on the device, reduced at the next log
+    tokens_since_log: int = 0
+    start_time: float = field(default_factory=time.perf_counter)
+    last_log: float = field(default_factory=time.perf_counter)
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
 
-def _train(config: RunConfig, *, data: TrainData, out: Path | None, resume: bool, device: torch.device,
-           info: D.DistInfo, progress: bool | None, on_step: Callable[[int, float], None] | None) -> TrainResult:
-    tc, oc, mc = config.train, config.optim, config.model
+@dataclass
+class StepOutcome:
+    """What one optimiser step did; the flags are the same on every rank once :func:`agree` ran."""
+
+    loss: Tensor  # this rank's mean loss over its tokens, on the device (not synchronised)
+    grad_norm: Tensor | None  # before clipping; None without clipping
+    lr: float
+    tokens: int  # tokens of the global batch
+    previous_memory: list[Memory | None]  # per chunk, what a skipped step restores
+    stop: bool = False  # train.max_time ran out
+    signalled: bool = False  # SIGTERM or SIGINT arrived
+    bad: bool = False  # non-finite loss or gradient (checked unless train.nan_policy=ignore)
+
+
+# --- setup and resume --------------------------------------------------------------------------------
+def check_run(config: RunConfig, data: TrainData, device: torch.device, info: DistInfo) -> None:
+    """Refuse a run that cannot work, before anything is built."""
+    tc, mc = config.train, config.model
     if tc.precision == "fp16" and device.type != "cuda":
         raise TransformerXLError("train.precision=fp16 needs CUDA (it uses a grad scaler); use bf16 on CPU")
     if data.vocab is not None and len(data.vocab) != mc.n_token:
@@ -289,245 +189,382 @@ def _train(config: RunConfig, *, data: TrainData, out: Path | None, resume: bool
         raise TransformerXLError(f"train.batch_size={tc.batch_size} must split evenly over {info.world_size} "
                                  f"process(es) and then into train.grad_accum={tc.grad_accum} chunks")
 
-    # --- model, optimiser and the state to resume from -------------------------------------------------
-    last = out / "last" if out is not None else None
-    state: dict[str, Any] | None = None
-    if resume:
-        if last is None:
-            raise TransformerXLError("resume needs the run directory (--out) holding last/")
-        try:
-            checkpoint = resolve_checkpoint(last)
-        except TransformerXLError:
-            raise TransformerXLError(f"nothing to resume: no checkpoint at {last}") from None
-        saved = load_run_config(checkpoint)
-        if saved is None:
-            raise TransformerXLError(f"{checkpoint} has no run.json: it is not a training checkpoint")
-        _check_compatible(saved, config)
-        from ..pretrained import load_pretrained, load_vocabulary
 
-        saved_vocab = load_vocabulary(checkpoint)
-        if saved_vocab is not None and data.vocab is not None and saved_vocab != data.vocab:
-            raise TransformerXLError(f"cannot resume: {checkpoint} was trained with another vocabulary than "
-                                     "the data's (prepare the data with the same vocabulary)")
-        state = load_training_state(checkpoint)
-        if state["world_size"] != info.world_size:
-            raise TransformerXLError(f"cannot resume on {info.world_size} process(es): the checkpoint was "
-                                     f"written by {state['world_size']} (memory and streams are per process)")
+def _check_compatible(saved: RunConfig, config: RunConfig) -> None:
+    """Refuse a resume whose model or data layout differs from the checkpoint's."""
+    saved_model, model = saved.model.to_dict(), config.model.to_dict()
+    diffs = [f"model.{k} was {saved_model[k]!r}, now {model[k]!r}" for k in saved_model if saved_model[k] != model[k]]
+    for key in ("batch_size",):  # the streams' layout; the stream state itself checks its kind and seed
+        a, b = getattr(saved.train, key), getattr(config.train, key)
+        if a != b:
+            diffs.append(f"train.{key} was {a!r}, now {b!r}")
+    if diffs:
+        raise TransformerXLError("cannot resume with an incompatible config: " + "; ".join(diffs)
+                                 + " (drop those overrides, or train into a new --out)")
+
+
+def find_resume_checkpoint(config: RunConfig, data: TrainData, out: Path | None, info: DistInfo
+                           ) -> tuple[Path, dict[str, Any]]:
+    """(checkpoint directory, training state) of the run in ``out`` to continue, checked against this run."""
+    if out is None:
+        raise TransformerXLError("resume needs the run directory (--out) holding last/")
+    try:
+        checkpoint = resolve_checkpoint(out / "last")
+    except TransformerXLError:
+        raise TransformerXLError(f"nothing to resume: no checkpoint at {out / 'last'}") from None
+    saved = load_run_config(checkpoint)
+    if saved is None:
+        raise TransformerXLError(f"{checkpoint} has no run.json: it is not a training checkpoint")
+    _check_compatible(saved, config)
+    saved_vocab = load_vocabulary(checkpoint)
+    if saved_vocab is not None and data.vocab is not None and saved_vocab != data.vocab:
+        raise TransformerXLError(f"cannot resume: {checkpoint} was trained with another vocabulary than "
+                                 "the data's (prepare the data with the same vocabulary)")
+    state = load_training_state(checkpoint)
+    if state["world_size"] != info.world_size:
+        raise TransformerXLError(f"cannot resume on {info.world_size} process(es): the checkpoint was "
+                                 f"written by {state['world_size']} (memory and streams are per process)")
+    return checkpoint, state
+
+
+def build_model(config: RunConfig, out: Path | None, info: DistInfo, device: torch.device,
+                checkpoint: Path | None) -> TransformerXLLM:
+    """The model to train, on ``device`` with its kernels: loaded from ``checkpoint``, or new from the seed."""
+    tc = config.train
+    if checkpoint is not None:
         model = load_pretrained(checkpoint, map_location=device).train()
     else:
-        if last is not None and (last.exists() or last.with_name(".last.old").exists()):
+        if out is not None and ((out / "last").exists() or (out / ".last.old").exists()):
             raise TransformerXLError(f"{out} already holds a run; pass --resume to continue it or choose "
                                      "another --out")
         torch.manual_seed(tc.seed)  # same initial weights on every rank
-        model = TransformerXLLM(mc).to(device)
+        model = TransformerXLLM(config.model).to(device)
         torch.manual_seed(tc.seed + info.rank)  # ranks draw different dropout masks
-    raw_model = model
-    params = [p for p in raw_model.parameters() if p.requires_grad]
-    opt_cls = torch.optim.AdamW if oc.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(params, lr=oc.lr, betas=(oc.beta1, oc.beta2), eps=oc.eps, weight_decay=oc.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
-    ddp = D.wrap_model(raw_model, info, device, find_unused=mc.n_clusters > 0)
+    return apply_device_kernels(model, device)
+
+
+def setup(config: RunConfig, data: TrainData, *, out: Path | None, resume: bool, device: torch.device,
+          info: DistInfo) -> TrainState:
+    """Model, optimiser, streams and one segment runner per chunk; with ``resume``, restored from out/last."""
+    tc, mc = config.train, config.model
+    check_run(config, data, device, info)
+    checkpoint, saved = find_resume_checkpoint(config, data, out, info) if resume else (None, None)
+    model = build_model(config, out, info, device, checkpoint)
+    optimizer = build_optimizer(model, config.optim)
+    ddp = D.wrap_model(model, info, device, find_unused=mc.n_clusters > 0)
     forward: nn.Module = torch.compile(ddp) if tc.compile else ddp
+    streams = make_train_streams(tc.streams, data.train, sentences=data.train_sentences, batch_size=tc.batch_size,
+                                 seg_len=mc.seg_len, ext_len=mc.ext_len, seed=tc.seed, rank=info.rank,
+                                 world_size=info.world_size, device=device)
+    runners = [SegmentRunner(forward, span=mc.train_span, ext_len=mc.ext_len, use_kv_cache=False,
+                             precision=tc.precision) for _ in range(tc.grad_accum)]
+    state = TrainState(config=config, data=data, out=out, device=device, info=info, model=model, ddp=ddp,
+                       optimizer=optimizer, scaler=torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None,
+                       streams=streams, reader=EpochReader(streams), runners=runners,
+                       metrics=MetricsLog(None, info, False), result=TrainResult(step=0, out=out))
+    if saved is not None:
+        restore(state, saved, checkpoint)
+    state.metrics = MetricsLog(out, info, tc.tensorboard, resumed_step=state.step if saved is not None else None)
+    state.result.step, state.result.best_valid_loss = state.step, state.best
+    state.start_time = state.last_log = time.perf_counter()
+    return state
 
-    streams = OrderedStreams(data.train, batch_size=tc.batch_size, seg_len=mc.seg_len, ext_len=mc.ext_len,
-                             rank=info.rank, world_size=info.world_size, device=device)
-    mems: list[Memory | None] = [None] * tc.grad_accum
-    step, best = 0, None
+
+def restore(state: TrainState, saved: dict[str, Any], checkpoint: Path) -> None:
+    """Optimiser, grad scaler, stream position, step, memory and RNG exactly as last/ saved them."""
+    try:
+        state.optimizer.load_state_dict(saved["optimizer"])
+    except ValueError as exc:  # another number or size of parameter groups
+        raise TransformerXLError(f"cannot resume from {checkpoint}: its optimiser state does not fit this "
+                                 f"version's parameter groups ({exc}); train into a new --out") from None
+    if state.scaler is not None and saved.get("scaler"):
+        state.scaler.load_state_dict(saved["scaler"])
+    state.streams.load_state_dict(saved["streams"])
+    state.step, state.best = int(saved["step"]), saved.get("best_valid_loss")
+    state.last_saved = state.evaluated_at = state.step
+    if saved.get("mems") is not None:
+        restore_memory(state, saved["mems"])
+    set_rng_state(saved["rng"][state.info.rank], state.device)
+
+
+def restore_memory(state: TrainState, layers: list[Tensor]) -> None:
+    """Give each chunk's runner its rows of the saved memory: per layer (B, M, C) of the global batch."""
+    local_batch = state.config.train.batch_size // state.info.world_size
+    first = state.info.rank * local_batch
+    local = Memory(tuple(layer[first:first + local_batch].to(state.device) for layer in layers))
+    chunk = local_batch // len(state.runners)
+    for i, runner in enumerate(state.runners):
+        runner.memory = local.rows(slice(i * chunk, (i + 1) * chunk))
+
+
+def gather_memory(state: TrainState) -> list[Tensor] | None:
+    """The memory of every chunk of every rank as one global batch, per layer (B, M, C) on the CPU."""
+    memories = [runner.memory for runner in state.runners]
+    if any(memory is None for memory in memories):
+        return None
+    local = Memory.cat(memories)  # (B_local, M, C) per layer
+    return [torch.cat(D.all_gather_tensor(layer, state.info), dim=0).cpu() for layer in local.states]
+
+
+# --- one optimiser step ------------------------------------------------------------------------------
+def forward_backward(state: TrainState) -> StepOutcome:
+    """The next segment of every stream, forward and backward through each chunk's runner (gradients
+    synchronised on the last chunk only), then unscale (fp16), clip and set this step's learning rate."""
+    oc, tc = state.config.optim, state.config.train
+    segment, new_epoch = state.reader.next()
+    if new_epoch:  # the streams restarted: the memory belongs to text that no longer precedes them
+        for runner in state.runners:
+            runner.reset()
+    previous = [runner.memory for runner in state.runners]
+    state.model.train()
+    n = len(state.runners)
+    xs, ys = segment.x.split(segment.x.shape[0] // n), segment.y.split(segment.y.shape[0] // n)
+    loss = torch.zeros((), device=state.device)
+    for i, (runner, x, y) in enumerate(zip(state.runners, xs, ys)):
+        sync = i == n - 1 or not state.info.enabled
+        with nullcontext() if sync else state.ddp.no_sync():
+            chunk_loss = runner.step(x, targets=y).loss.float().mean()
+            scaled = chunk_loss / n
+            (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
+        loss += chunk_loss.detach() / n
+    if state.scaler is not None:
+        state.scaler.unscale_(state.optimizer)
+    grad_norm = nn.utils.clip_grad_norm_(state.params, oc.clip) if oc.clip > 0 else None
+    lr = learning_rate(state.step, oc, max_steps=tc.max_steps)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    return StepOutcome(loss=loss, grad_norm=grad_norm, lr=lr, tokens=tc.batch_size * segment.y.shape[1],
+                       previous_memory=previous)
+
+
+def nonfinite(loss: Tensor, grad_norm: Tensor | None, params: list[nn.Parameter], *, grads: bool) -> Tensor:
+    """1.0 when the step's loss (or, with ``grads``, any gradient) is NaN or inf, else 0.0, on the device
+    (no host sync here: the caller reduces it with the other flags)."""
+    bad = ~torch.isfinite(loss)
+    if grads:
+        if grad_norm is None:  # no clipping: a sum of norms is finite exactly when every gradient is
+            norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+            grad_norm = torch.stack(norms).sum() if norms else torch.zeros((), device=loss.device)
+        bad = bad | ~torch.isfinite(grad_norm)
+    return bad.double().reshape(1)
+
+
+def agree(state: TrainState, outcome: StepOutcome, signals: StopSignals) -> None:
+    """Set the outcome's stop, signalled and bad flags as any rank raised them (one collective), so that
+    every rank takes the same branch. Without DDP and with nan_policy=ignore there is nothing to sync."""
+    tc = state.config.train
+    stop = tc.max_time > 0 and time.perf_counter() - state.start_time >= tc.max_time
+    signalled, bad = signals.received is not None, False
     checked = tc.nan_policy != "ignore"
-    bad_run = 0  # consecutive non-finite steps
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        streams.load_state_dict(state["streams"])
-        step, best = int(state["step"]), state.get("best_valid_loss")
-        if state.get("mems") is not None:
-            # saved as the global batch (B, M, C) per layer, ranks in order: take this rank's streams
-            first = info.rank * local_batch
-            local = [m[first:first + local_batch].to(device) for m in state["mems"]]
-            chunk = local_batch // tc.grad_accum
-            mems = [tuple(m[i * chunk:(i + 1) * chunk] for m in local) for i in range(tc.grad_accum)]
-        set_rng_state(state["rng"][info.rank], device)
+    if state.info.enabled or checked:
+        flags = torch.tensor([float(stop), float(signalled)], dtype=torch.float64, device=state.device)
+        if checked:  # fp16: the grad scaler already skips overflowing gradients, so check the loss only
+            flags = torch.cat([flags, nonfinite(outcome.loss, outcome.grad_norm, state.params,
+                                                grads=state.scaler is None)])
+        stop, signalled, *rest = D.any_rank(flags, state.info)
+        bad = bool(rest and rest[0])
+    outcome.stop, outcome.signalled, outcome.bad = stop, signalled, bad
 
-    # --- loop -------------------------------------------------------------------------------------------
-    metrics = _Metrics(out, info, tc.tensorboard, resumed_step=step if state is not None else None)
-    result = TrainResult(step=step, best_valid_loss=best, out=out)
-    batches = _Batches(streams)
-    chunk_size = local_batch // tc.grad_accum
+
+def apply_or_skip(state: TrainState, outcome: StepOutcome) -> None:
+    """The optimiser step; or, for a non-finite step, drop the gradients and give every runner back the
+    memory the step started from. Either way the step counts."""
+    optimizer, scaler = state.optimizer, state.scaler
+    if outcome.bad:
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.update()  # closes this step's unscale_
+        for runner, memory in zip(state.runners, outcome.previous_memory):
+            runner.memory = memory
+        state.bad_run += 1
+        state.result.skipped_steps += 1
+    else:
+        state.bad_run = 0
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    state.pending.append(outcome.loss)
+    state.tokens_since_log += outcome.tokens
+
+
+# --- logging, the non-finite policy ------------------------------------------------------------------
+def flush_losses(state: TrainState) -> list[float]:
+    """The losses of the steps since the last flush, averaged over the ranks, added to the result."""
+    if not state.pending:
+        return []
+    local = torch.stack(state.pending).double()
+    if state.info.enabled:
+        torch.distributed.all_reduce(local)
+        local /= state.info.world_size
+    state.pending.clear()
+    values = local.tolist()
+    state.result.losses.extend(values)
+    return values
+
+
+def log_step(state: TrainState, outcome: StepOutcome) -> dict[str, Any] | None:
+    """Write a metrics row every train.log_every steps, at the last step and on any event; the row, or None."""
+    tc = state.config.train
+    if not ((tc.log_every and state.step % tc.log_every == 0) or state.step == tc.max_steps
+            or outcome.stop or outcome.signalled or outcome.bad):
+        return None
+    finite = [v for v in flush_losses(state) if math.isfinite(v)]
+    now = time.perf_counter()
+    record: dict[str, Any] = {"loss": sum(finite) / len(finite) if finite else None, "lr": outcome.lr,
+                              "tokens_per_s": state.tokens_since_log / max(now - state.last_log, 1e-9)}
+    if outcome.grad_norm is not None and math.isfinite(float(outcome.grad_norm)):
+        record["grad_norm"] = float(outcome.grad_norm)
+    if state.result.skipped_steps:
+        record["skipped_steps"] = state.result.skipped_steps
+    state.metrics.log(state.step, record)
+    state.last_log, state.tokens_since_log = now, 0
+    return record
+
+
+def check_bad_steps(state: TrainState, outcome: StepOutcome) -> None:
+    """Report a skipped step; raise NonFiniteLossError under nan_policy=stop or after max_bad_steps in a row."""
+    if not outcome.bad:
+        return
+    tc = state.config.train
+    D.print0(state.info, f"step {state.step}: non-finite loss or gradient, step skipped "
+                         f"({state.bad_run} in a row, {state.result.skipped_steps} in all)")
+    if tc.nan_policy == "stop" or state.bad_run >= tc.max_bad_steps:
+        where = (f"the last good checkpoint is {state.out / 'last'} (step {state.last_saved}); resume from it "
+                 "with --resume" if state.last_saved is not None else "no checkpoint was saved yet")
+        raise NonFiniteLossError(
+            f"{state.bad_run} consecutive step(s) had a non-finite loss or gradient (last at step {state.step}, "
+            f"train.nan_policy={tc.nan_policy}, train.max_bad_steps={tc.max_bad_steps}); {where}, after "
+            "lowering optim.lr or setting optim.clip")
+
+
+# --- checkpoints and validation ----------------------------------------------------------------------
+def save(state: TrainState, name: str) -> None:
+    """Checkpoint ``out/name`` (last or best) with everything an exact resume needs. Every rank calls it."""
+    if state.out is None:
+        return
+    training_state = {
+        "step": state.step, "world_size": state.info.world_size, "best_valid_loss": state.best,
+        "optimizer": state.optimizer.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+        "streams": state.streams.state_dict(), "mems": gather_memory(state),
+        "rng": D.all_gather_object(rng_state(state.device), state.info),
+    }
+    if state.info.is_main:
+        save_checkpoint(state.out / name, model=state.model, run_config=state.config, training_state=training_state,
+                        vocab=state.data.vocab)
+    D.barrier(state.info)
+    if name == "last":
+        state.last_saved = state.step
+
+
+def validate(state: TrainState) -> float | None:
+    """Loss on the validation split (train.eval_max_tokens of it) at the training span; best/ when it is
+    the best so far. None without a validation split."""
+    state.evaluated_at = state.step
+    valid, tc = state.data.valid, state.config.train
+    if valid is None or len(valid) < 2:
+        return None
+    res = evaluate(state.model, valid, batch_size=tc.eval_batch_size, max_tokens=tc.eval_max_tokens,
+                   level=state.data.level, device=state.device, precision=tc.precision, dist_info=state.info)
+    record = {"valid_loss": res.loss, "valid_ppl": res.ppl, "valid_bits_per_token": res.bits_per_token}
+    if res.bpc is not None:
+        record["valid_bpc"] = res.bpc
+    state.metrics.log(state.step, record)
+    D.print0(state.info, f"step {state.step}: valid loss {res.loss:.4f}, ppl {res.ppl:.3f}"
+             + (f", bpc {res.bpc:.4f}" if res.bpc is not None else ""))
+    state.result.valid_loss = res.loss
+    if state.best is None or res.loss < state.best:
+        state.best = state.result.best_valid_loss = res.loss
+        save(state, "best")
+    return res.loss
+
+
+def on_cadence(state: TrainState) -> None:
+    """Validate every train.eval_every steps and save last/ every train.save_every steps."""
+    tc = state.config.train
+    if tc.eval_every and state.step % tc.eval_every == 0:
+        validate(state)
+    if tc.save_every and state.step % tc.save_every == 0:
+        save(state, "last")
+
+
+def interrupt(state: TrainState, signals: StopSignals) -> None:
+    """A signal came (preemption, Ctrl-C): save last/ now, without the periodic validation."""
+    if state.last_saved != state.step:
+        save(state, "last")
+    state.result.stopped_early = state.step < state.config.train.max_steps
+    state.result.interrupted = signals.name or "signal"  # another rank got it when this one has none
+    where = state.out / "last" if state.out is not None else "nothing (no --out)"
+    D.print0(state.info, f"{state.result.interrupted} received: saved {where} at step {state.step}; "
+                         "continue with --resume")
+
+
+def finish(state: TrainState) -> None:
+    """End of the run: the losses still pending; unless a signal stopped it, validate the final weights and
+    save last/ if that has not happened at this step."""
+    flush_losses(state)
+    if state.result.interrupted is None:
+        if state.evaluated_at != state.step:
+            validate(state)
+        if state.last_saved != state.step:
+            save(state, "last")
+    state.result.step, state.result.best_valid_loss = state.step, state.best
+
+
+# --- the run ----------------------------------------------------------------------------------------
+def train(config: RunConfig, *, data: Any, out: str | Path | None = None, resume: bool = False, vocab: Any = None,
+          progress: bool | None = None, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train ``config.model`` on ``data`` (see :func:`load_data`), writing checkpoints and metrics to ``out``.
+
+    ``resume=True`` continues exactly from ``out/last``: the losses of N steps equal those of N/2 steps,
+    a stop, and N/2 resumed steps. Run under torchrun for DDP (one process per device). ``progress``:
+    None shows a bar on a terminal only. ``on_step(step, loss)`` is called after every step.
+    """
+    device = resolve_device(config.train.device)
+    info = D.init_distributed(device, timeout_s=config.train.dist_timeout)
+    try:
+        state = setup(config, load_data(data, vocab), out=Path(out) if out is not None else None, resume=resume,
+                      device=device, info=info)
+        return run(state, progress=progress, on_step=on_step)
+    finally:
+        D.shutdown(info)
+
+
+def run(state: TrainState, *, progress: bool | None = None,
+        on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Steps until train.max_steps, train.max_time or a signal; then the final validation and save."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=tc.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-               disable=(not info.is_main) or (None if progress is None else not progress))
-    start_time = last_log = time.perf_counter()
-    tokens_since_log = 0
-    pending: list[Tensor] = []  # per-step local losses, reduced at the next log (no sync every step)
-
-    def flush_losses() -> list[float]:
-        if not pending:
-            return []
-        local = torch.stack(pending).double()
-        if info.enabled:
-            torch.distributed.all_reduce(local)
-            local /= info.world_size
-        pending.clear()
-        values = local.tolist()
-        result.losses.extend(values)
-        return values
-
-    def gather_mems() -> list[Tensor] | None:
-        if any(m is None for m in mems):
-            return None
-        layers = [torch.cat([m[i] for m in mems], dim=0) for i in range(mc.n_layer)]  # (B_local, M, C)
-        return [torch.cat(D.all_gather_tensor(layer, info), dim=0).cpu() for layer in layers]  # (B, M, C)
-
-    def save(name: str) -> None:
-        if out is None:
-            return
-        training_state = {
-            "step": step, "world_size": info.world_size, "best_valid_loss": best,
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-            "streams": streams.state_dict(), "mems": gather_mems(),
-            "rng": D.all_gather_object(rng_state(device), info),
-        }
-        if info.is_main:
-            save_checkpoint(out / name, model=raw_model, run_config=config, training_state=training_state,
-                            vocab=data.vocab)
-        D.barrier(info)
-
-    def validate() -> float | None:
-        nonlocal best
-        if data.valid is None or len(data.valid) < 2:
-            return None
-        res = evaluate(raw_model, data.valid, batch_size=tc.eval_batch_size, max_tokens=tc.eval_max_tokens,
-                       level=data.level, device=device, precision=tc.precision, dist_info=info)
-        record = {"valid_loss": res.loss, "valid_ppl": res.ppl, "valid_bits_per_token": res.bits_per_token}
-        if res.bpc is not None:
-            record["valid_bpc"] = res.bpc
-        metrics.log(step, record)
-        D.print0(info, f"step {step}: valid loss {res.loss:.4f}, ppl {res.ppl:.3f}"
-                 + (f", bpc {res.bpc:.4f}" if res.bpc is not None else ""))
-        result.valid_loss = res.loss
-        if best is None or res.loss < best:
-            best = res.loss
-            save("best")
-        return res.loss
-
-    saved_at = evaluated_at = step
-    last_good = step if state is not None else None  # step held by last/ (None: nothing saved yet)
-
-    def bad_steps_message() -> str:
-        where = (f"the last good checkpoint is {out / 'last'} (step {last_good}); resume from it with --resume"
-                 if out is not None and last_good is not None else "no checkpoint was saved yet")
-        return (f"{bad_run} consecutive step(s) had a non-finite loss or gradient (last at step {step}, "
-                f"train.nan_policy={tc.nan_policy}, train.max_bad_steps={tc.max_bad_steps}); {where}, after "
-                "lowering optim.lr or setting optim.clip")
-
-    signals = _StopSignals().__enter__()
+    tc = state.config.train
+    bar = tqdm(total=tc.max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
+               disable=(not state.info.is_main) or (None if progress is None else not progress))
     try:
-        while step < tc.max_steps:
-            segment, new_epoch = batches.next()
-            if new_epoch:
-                mems = [None] * tc.grad_accum
-            previous_mems = list(mems)  # a skipped step keeps the memory it started from
-            raw_model.train()
-            xs, ys = segment.x.split(chunk_size), segment.y.split(chunk_size)
-            step_loss = torch.zeros((), device=device)
-            for i in range(tc.grad_accum):
-                sync = i == tc.grad_accum - 1 or not info.enabled
-                with nullcontext() if sync else ddp.no_sync():
-                    with _autocast(device, tc.precision):
-                        output = forward(xs[i], targets=ys[i], mems=mems[i])
-                    loss = output.loss.float().mean()
-                    scaled = loss / tc.grad_accum
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                mems[i] = output.mems
-                step_loss += loss.detach() / tc.grad_accum
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            grad_norm = nn.utils.clip_grad_norm_(params, oc.clip) if oc.clip > 0 else None
-            lr = learning_rate(step, oc, max_steps=tc.max_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
-            # stop by time, by signal, or skip a non-finite step: every rank must take the same branch
-            stop = tc.max_time > 0 and time.perf_counter() - start_time >= tc.max_time
-            signalled, bad = signals.received is not None, False
-            if info.enabled or checked:  # else nothing to agree on, and no host sync
-                flags = torch.tensor([float(stop), float(signalled)], dtype=torch.float64, device=device)
-                if checked:  # fp16: the grad scaler already skips overflowing gradients, so check the loss only
-                    flags = torch.cat([flags, _nonfinite(step_loss, grad_norm, params, grads=scaler is None)])
-                stop, signalled, *rest = D.any_rank(flags, info)
-                bad = bool(rest and rest[0])
-            if bad:
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.update()  # closes this step's unscale_
-                mems = previous_mems
-                bad_run += 1
-                result.skipped_steps += 1
-            else:
-                bad_run = 0
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            step += 1
-            pending.append(step_loss)
-            tokens_since_log += tc.batch_size * segment.y.shape[1]
-            bar.update(1)
-
-            stop = stop or signalled
-            if (tc.log_every and step % tc.log_every == 0) or step == tc.max_steps or stop or bad:
-                values = flush_losses()
-                finite = [v for v in values if math.isfinite(v)]
-                now = time.perf_counter()
-                record = {"loss": sum(finite) / len(finite) if finite else None, "lr": lr,
-                          "tokens_per_s": tokens_since_log / max(now - last_log, 1e-9)}
-                if grad_norm is not None and math.isfinite(float(grad_norm)):
-                    record["grad_norm"] = float(grad_norm)
-                if result.skipped_steps:
-                    record["skipped_steps"] = result.skipped_steps
-                metrics.log(step, record)
-                if finite:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}",
+        with StopSignals() as signals:
+            while state.step < tc.max_steps:
+                outcome = forward_backward(state)
+                agree(state, outcome, signals)
+                apply_or_skip(state, outcome)
+                record = log_step(state, outcome)
+                bar.update(1)
+                if record is not None and record["loss"] is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{outcome.lr:.2e}",
                                     tok_s=f"{record['tokens_per_s']:.0f}")
-                last_log, tokens_since_log = now, 0
-            if bad:
-                D.print0(info, f"step {step}: non-finite loss or gradient, step skipped "
-                               f"({bad_run} in a row, {result.skipped_steps} in all)")
-                if tc.nan_policy == "stop" or bad_run >= tc.max_bad_steps:
-                    raise NonFiniteLossError(bad_steps_message())
-            if on_step is not None:
-                on_step(step, float(step_loss))
-            if signalled:  # preemption: save and leave now, without the periodic evaluation
-                if saved_at != step:
-                    save("last")
-                    saved_at = last_good = step
-                result.stopped_early = step < tc.max_steps
-                result.interrupted = signals.name or "signal"  # another rank got it when this one has none
-                D.print0(info, f"{result.interrupted} received: saved {out / 'last' if out else 'nothing (no --out)'} "
-                               f"at step {step}; continue with --resume")
-                break
-            if tc.eval_every and step % tc.eval_every == 0:
-                validate()
-                evaluated_at = step
-            if tc.save_every and step % tc.save_every == 0:
-                save("last")
-                saved_at = last_good = step
-            if stop:
-                result.stopped_early = step < tc.max_steps
-                break
-        flush_losses()
-        if result.interrupted is None:
-            if evaluated_at != step:  # always finish with a validation of the final weights
-                validate()
-            if saved_at != step or (out is not None and not (out / "last").exists()):
-                save("last")
+                check_bad_steps(state, outcome)
+                if on_step is not None:
+                    on_step(state.step, float(outcome.loss))
+                if outcome.signalled:
+                    interrupt(state, signals)
+                    break
+                on_cadence(state)
+                if outcome.stop:
+                    state.result.stopped_early = state.step < tc.max_steps
+                    break
+            finish(state)
     finally:
-        signals.restore()
         bar.close()
-        metrics.close()
-    result.step, result.best_valid_loss = step, best
-    return result
+        state.metrics.close()
+    return state.result

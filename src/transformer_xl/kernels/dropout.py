@@ -29,8 +29,9 @@ def _keep_mask(shape: torch.Size, threshold: int, device: torch.device) -> Tenso
     return keep.view(-1)[:n].view(shape)
 
 
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` with a cheaper mask on CPU (see the module docstring)."""
+class CheapDropout(nn.Dropout):
+    """``nn.Dropout`` with a cheaper mask on CPU (see the module docstring); installed by swapping the
+    class of an existing ``nn.Dropout``."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:

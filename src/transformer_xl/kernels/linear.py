@@ -5,7 +5,8 @@ machines this project is developed on, benchmarks/RESULTS.md) oneDNN's fp32 matm
 fast, still in plain IEEE fp32 (not the bf16/tf32 "fast math" modes). torch exposes it as
 ``torch.ops.mkldnn._linear_pointwise``, forward only; :class:`_OneDNNLinear` adds the backward
 (dX = dY W, dW = dY^T X, both through the same kernel). Everything else (CUDA, bf16/fp16, autocast,
-no oneDNN build) uses ``F.linear``. ``set_cpu_matmul_backend("mkl")`` switches the fast path off.
+no oneDNN build) uses ``F.linear``. :func:`transformer_xl.kernels.apply_device_kernels` puts it in
+a model; the model itself is plain ``torch.nn``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-_BACKEND = {"name": "onednn"}
-
-
-def set_cpu_matmul_backend(name: str) -> None:
-    """Choose the CPU fp32 matmul of every dense layer: "onednn" (default where available) or "mkl"."""
-    if name not in ("onednn", "mkl"):
-        raise ValueError(f"CPU matmul backend must be 'onednn' or 'mkl', got {name!r}")
-    _BACKEND["name"] = name
 
 
 def _onednn_available() -> bool:
@@ -66,15 +58,16 @@ _MIN_MACS = 1 << 24
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear`` with the oneDNN fp32 path on CPU (same result up to fp32 rounding)."""
-    if (_HAVE_ONEDNN and _BACKEND["name"] == "onednn" and x.device.type == "cpu" and x.dtype == torch.float32
+    if (_HAVE_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling() and x.numel() * weight.shape[0] >= _MIN_MACS):
         return _OneDNNLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
-class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and state dict) whose forward uses :func:`linear`."""
+class FastLinear(nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) whose forward uses :func:`linear`; installed by
+    swapping the class of an existing ``nn.Linear``."""
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight, self.bias)

@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from transformer_xl import ModelConfig, TransformerXLLM
-from transformer_xl.model import linear as linear_module
-from transformer_xl.model.linear import linear, set_cpu_matmul_backend
+from transformer_xl.kernels import apply_device_kernels, remove_device_kernels
+from transformer_xl.kernels import linear as linear_module
+from transformer_xl.kernels.dropout import CheapDropout
+from transformer_xl.kernels.linear import FastLinear, linear
 
 pytestmark = pytest.mark.skipif(not linear_module._HAVE_ONEDNN, reason="torch built without oneDNN")
 
@@ -43,7 +45,7 @@ def test_linear_matches_f_linear_with_gradients(shape, bias, sliced):
         torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-5)
 
 
-def test_model_losses_and_gradients_agree_across_backends():
+def test_model_losses_and_gradients_agree_with_and_without_the_kernels():
     config = ModelConfig.preset("tiny", cutoffs=(64,), div_val=2, dropout=0.0)
     model = TransformerXLLM(config)
     x = torch.randint(0, 256, (2, 20))
@@ -51,34 +53,46 @@ def test_model_losses_and_gradients_agree_across_backends():
     def run():
         model.zero_grad()
         first = model(x[:, :10], x[:, 1:11])
-        out = model(x[:, 10:19], x[:, 11:20], mems=first.mems)
+        out = model(x[:, 10:19], x[:, 11:20], memory=first.memory)
         out.loss.mean().backward()
         return out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
-    try:
-        set_cpu_matmul_backend("mkl")
-        ref_loss, ref_grads = run()
-        set_cpu_matmul_backend("onednn")
-        loss, grads = run()
-    finally:
-        set_cpu_matmul_backend("onednn")
+    ref_loss, ref_grads = run()  # plain torch.nn
+    apply_device_kernels(model, "cpu")
+    loss, grads = run()
     torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, ref_grads[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
+def test_kernels_are_applied_from_outside_and_removable():
+    model = TransformerXLLM(ModelConfig.preset("tiny", cutoffs=(64,), div_val=2))
+    assert not any(isinstance(m, (FastLinear, CheapDropout)) for m in model.modules())  # plain torch.nn
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    apply_device_kernels(model, "cpu")
+    assert all(type(m) is not torch.nn.Linear for m in model.modules())
+    assert all(type(m) is not torch.nn.Dropout for m in model.modules())
+    assert model.layers[0].dec_attn.dense is linear and model.crit.dense is linear and model.word_emb.dense is linear
+    assert model.state_dict().keys() == state.keys()
+    apply_device_kernels(model, "cpu")  # idempotent
+    remove_device_kernels(model)
+    assert not any(isinstance(m, (FastLinear, CheapDropout)) for m in model.modules())
+    assert model.crit.dense is F.linear
+    apply_device_kernels(model, "cuda:0")  # another device: plain torch.nn (nothing CUDA is touched)
+    assert not any(isinstance(m, (FastLinear, CheapDropout)) for m in model.modules())
+    apply_device_kernels(model, "cpu", cpu_matmul="mkl", cheap_dropout=False)
+    assert not any(isinstance(m, (FastLinear, CheapDropout)) for m in model.modules())
+    with pytest.raises(ValueError, match="onednn"):
+        apply_device_kernels(model, "cpu", cpu_matmul="openblas")
+
+
 def test_fp32_segmented_equals_one_pass_on_the_fast_path():
-    model = TransformerXLLM(ModelConfig.preset("tiny", dropout=0.0, mem_len=64)).eval()
+    model = apply_device_kernels(TransformerXLLM(ModelConfig.preset("tiny", dropout=0.0, mem_len=64)).eval(), "cpu")
     x = torch.randint(0, 256, (2, 49))
     full = model(x[:, :-1], x[:, 1:]).loss
     mems, parts = None, []
     for start in range(0, 48, 12):
-        out = model(x[:, start:start + 12], x[:, start + 1:start + 13], mems=mems)
-        mems = out.mems
+        out = model(x[:, start:start + 12], x[:, start + 1:start + 13], memory=mems)
+        mems = out.memory
         parts.append(out.loss)
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
-
-
-def test_backend_name_is_checked():
-    with pytest.raises(ValueError, match="onednn"):
-        set_cpu_matmul_backend("openblas")
