@@ -3,6 +3,7 @@
     python benchmarks/bench.py                      # configs C and W, every workload (make bench)
     python benchmarks/bench.py --configs C --workloads train eval640
     python benchmarks/bench.py --config enwik8-base  # any preset (batch from --batch-size)
+    python benchmarks/bench.py --device cuda          # on a GPU (peak memory: torch.cuda.max_memory_allocated)
 
 Every measurement runs in a fresh subprocess (so peak resident memory is that workload's own) and is
 repeated; the table shows medians and the ratio ours / Hugging Face measured in the same run. Model
@@ -37,6 +38,7 @@ CONFIGS = {
 WORKLOADS = ("train", "train_bf16", "eval128", "eval640", "gen")
 EVAL_SEG_LEN = 64
 THREADS: int | None = None  # threads per worker (--threads); None: torch's default
+DEVICE = torch.device("cpu")  # --device: where every worker runs
 
 
 @dataclass
@@ -58,14 +60,14 @@ def build(impl: str, config: ModelConfig, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     ours = TransformerXLLM(config)
     if impl == "ours":
-        return apply_device_kernels(ours, "cpu")  # as training and load_checkpoint do
+        return apply_device_kernels(ours.to(DEVICE), DEVICE)  # as training and load_checkpoint do
     from transformers import TransfoXLConfig, TransfoXLLMHeadModel
 
     from transformer_xl.interop.hf import config_to_hf, state_dict_to_hf
 
     hf = TransfoXLLMHeadModel(TransfoXLConfig(**config_to_hf(config)))
     hf.load_state_dict(state_dict_to_hf(ours), strict=False)
-    return hf
+    return hf.to(DEVICE)
 
 
 def make_tokens(config: ModelConfig, shape: tuple[int, int]) -> torch.Tensor:
@@ -124,26 +126,38 @@ def model_flops(config: ModelConfig, *, batch: int, seg_len: int, mem_len: int) 
 
 # Workers (each in its own process) ---------------------------------------------------------------
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process; on CUDA the peak of tensors allocated on the GPU."""
+    if DEVICE.type == "cuda":
+        return torch.cuda.max_memory_allocated(DEVICE) / 2 ** 20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def now() -> float:
+    """A timestamp after the device has finished the work queued so far."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+    return time.perf_counter()
+
+
 def worker_matmul(dtype: str, repeats: int) -> dict:
-    """The best of torch's fp32 matmul (MKL) and oneDNN's (what our dense layers use) on 2048^3."""
+    """The best of torch's fp32 matmul (MKL) and oneDNN's (what our dense layers use) on 2048^3; on CUDA
+    torch.mm on 8192^3."""
     from transformer_xl.kernels.linear import linear
 
-    n = 2048
+    n = 8192 if DEVICE.type == "cuda" else 2048
     kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    a, b = torch.randn(n, n, dtype=kind), torch.randn(n, n, dtype=kind)
+    a, b = torch.randn(n, n, dtype=kind, device=DEVICE), torch.randn(n, n, dtype=kind, device=DEVICE)
     best = {}
-    for name, fn in (("torch.mm", lambda: a @ b), ("onednn", lambda: linear(a, b))):
+    candidates = [("torch.mm", lambda: a @ b)] + ([("onednn", lambda: linear(a, b))] if DEVICE.type == "cpu" else [])
+    for name, fn in candidates:
         for _ in range(3):
             fn()
         times = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = now()
             for _ in range(5):
                 fn()
-            times.append((time.perf_counter() - start) / 5)
+            times.append((now() - start) / 5)
         best[name] = 2 * n ** 3 / statistics.median(times) / 1e9
     return {"gflops": max(best.values()), "by_backend": best}
 
@@ -169,7 +183,7 @@ def worker_bf16_loss(spec: Spec, *, steps: int) -> dict:
     seg = config.seg_len
     if config.n_token < 256:
         raise SystemExit("the bf16 check trains on bytes: use a config with n_token >= 256 (e.g. C)")
-    data = _stdlib_bytes(batch * (seg * steps + 1)).view(batch, seg * steps + 1)  # real text: a loss that falls
+    data = _stdlib_bytes(batch * (seg * steps + 1)).view(batch, seg * steps + 1).to(DEVICE)  # real text
     result = {}
     for precision in ("fp32", "bf16"):
         model = build("ours", config).train()
@@ -195,19 +209,19 @@ def worker_train(impl: str, spec: Spec, *, steps: int, warmup: int, bf16: bool) 
     optim = torch.optim.Adam(model.parameters(), lr=2.5e-4)
     seg = config.seg_len
     torch.manual_seed(1)  # the same inputs for both implementations
-    data = make_tokens(config, (batch, seg * (steps + warmup) + 1))
+    data = make_tokens(config, (batch, seg * (steps + warmup) + 1)).to(DEVICE)
     runner, times = make_runner(impl, model), []
     for step in range(steps + warmup):
         x, y = data[:, step * seg:(step + 1) * seg], data[:, step * seg + 1:(step + 1) * seg + 1]
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        start = now()
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=bf16):
             loss = step_loss(impl, runner, x, y)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         optim.step()
         if step >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(now() - start)
     tokens = batch * seg
     flops = 3 * model_flops(config, batch=batch, seg_len=seg, mem_len=config.mem_len)
     step_time = statistics.median(times)
@@ -221,15 +235,15 @@ def worker_eval(impl: str, spec: Spec, *, mem_len: int, steps: int) -> dict:
     runner = make_runner(impl, model, span=Span(seg_len=EVAL_SEG_LEN, mem_len=mem_len))
     warmup = -(-mem_len // EVAL_SEG_LEN)  # fill the memory before timing
     torch.manual_seed(1)  # the same inputs for both implementations
-    data = make_tokens(config, (batch, EVAL_SEG_LEN * (warmup + steps) + 1))
+    data = make_tokens(config, (batch, EVAL_SEG_LEN * (warmup + steps) + 1)).to(DEVICE)
     times = []
     for step in range(warmup + steps):
         x = data[:, step * EVAL_SEG_LEN:(step + 1) * EVAL_SEG_LEN]
         y = data[:, step * EVAL_SEG_LEN + 1:(step + 1) * EVAL_SEG_LEN + 1]
-        start = time.perf_counter()
+        start = now()
         runner.step(x, y)  # ours as evaluate() runs it: memory keys/values reused
         if step >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(now() - start)
     return {"tokens_per_s": batch * EVAL_SEG_LEN / statistics.median(times), "peak_rss_mb": peak_rss_mb()}
 
 
@@ -239,17 +253,17 @@ def worker_gen(impl: str, spec: Spec, *, positions: tuple[int, ...], mem_len: in
     config = spec.config
     model = build(impl, config).eval()
     runner = make_runner(impl, model, span=Span(seg_len=1, mem_len=mem_len))
-    token = torch.zeros(1, 1, dtype=torch.long)
+    token = torch.zeros(1, 1, dtype=torch.long, device=DEVICE)
     latency, times = {}, []
     last = max(positions) + timed
     for pos in range(last):
-        start = time.perf_counter()
+        start = now()
         if impl == "ours":
             log_probs = runner.step(token, return_log_probs=True).log_probs[:, -1]
         else:
             log_probs = runner.step(token).prediction_scores[:, -1]
         token = log_probs.argmax(-1, keepdim=True)
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     for pos in positions:
         latency[str(pos)] = statistics.median(times[pos:pos + timed]) * 1e3
     return {"latency_ms": latency, "tokens_per_s": 1e3 / statistics.median(latency.values()),
@@ -257,6 +271,8 @@ def worker_gen(impl: str, spec: Spec, *, positions: tuple[int, ...], mem_len: in
 
 
 def run_worker(args: argparse.Namespace) -> None:
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     spec = spec_for(args.config_name, args.batch_size)
     if args.worker == "matmul":
@@ -280,7 +296,7 @@ def measure(worker: str, *, impl: str = "ours", config_name: str = "C", batch_si
     results = []
     for _ in range(repeats):
         cmd = [sys.executable, __file__, "--worker", worker, "--impl", impl, "--config-name", config_name,
-               "--steps", str(steps), "--dtype", dtype, "--repeats", "5"]
+               "--steps", str(steps), "--dtype", dtype, "--repeats", "5", "--device", str(DEVICE)]
         if THREADS:
             cmd += ["--threads", str(THREADS)]
         if batch_size:
@@ -306,6 +322,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("results") / "latest.json")
     parser.add_argument("--threads", type=int, default=None, help="threads per measurement process")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (every worker runs there)")
     # worker mode (internal)
     parser.add_argument("--worker", default=None)
     parser.add_argument("--impl", default="ours")
@@ -317,11 +334,17 @@ def main() -> None:
     if args.worker:
         run_worker(args)
         return
-    global THREADS
+    global THREADS, DEVICE
     THREADS = args.threads
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available on this machine")
 
     configs = list(args.configs) + ([args.extra] if args.extra else [])
-    report = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    if DEVICE.type == "cuda":
+        machine += f", {torch.cuda.get_device_name(DEVICE)} (peak memory columns: GPU allocations, not RSS)"
+    report = {"date": date.today().isoformat(), "machine": machine, "device": str(DEVICE),
               "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
               "repeats": args.repeats}
     peaks = {d: max(r["gflops"] for r in measure("matmul", dtype=d, repeats=args.repeats)) for d in ("fp32", "bf16")}
