@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from cli.bad_inputs import CASES, Env  # noqa: E402
+from cli.bad_inputs import CASES, Env, error_lines  # noqa: E402
 from cli.conftest import TINY_MODEL, TINY_TRAIN, _prepare  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             code, err = None, f"HANG: no exit within {args.timeout:.0f} s"
         seconds = time.perf_counter() - start
-        lines = [line for line in err.splitlines() if line.strip()]
+        lines = error_lines(err)
         if case.accepted:
             good = code == 0 and "Traceback" not in err and case.needle.lower() in err.lower()
         else:

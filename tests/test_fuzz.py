@@ -1,8 +1,11 @@
 """Fuzzing (hypothesis, bounded and fast): the corpus readers, the vocabulary and the config parser
-(TOML + dotted flags) either work or raise TransformerXLError; nothing else escapes (issue 8)."""
+(TOML + dotted flags) either work or raise TransformerXLError; nothing else escapes (issue 8). Whole
+checkpoint and prepared-data directories, with any file mutated (values, types, missing keys, truncation,
+bit flips, links, FIFOs), load or raise a one-line TransformerXLError (issue 12)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -135,3 +138,150 @@ def test_corpus_reader_on_any_bytes(raw: bytes, level: str, errors: str) -> None
         if level == "byte":  # bytes are stored as they are: the splits together are the file
             joined = b"".join(bytes(corpus.split(s).astype("uint8")) for s in ("train", "valid", "test"))
             assert joined == raw
+
+
+# --- whole checkpoint and prepared-data directories (issue 12) ------------------------------------------------
+CHECKPOINT_FILES = ["config.json", "run.json", "vocab.json", "checksums.json", "model.safetensors",
+                    "training_state.pt"]
+DATA_FILES = ["meta.json", "vocab.json", "train.npy", "valid.npy", "test.npy"]
+OPS = ["json_set", "json_del", "truncate", "flip", "garbage", "delete", "folder", "link_dev_zero", "fifo",
+       "link_other"]
+
+
+@functools.lru_cache(maxsize=1)
+def _bases() -> tuple[Path, Path]:
+    """A tiny training checkpoint and a prepared corpus, built once, never mutated (copies are)."""
+    import numpy as np
+
+    from transformer_xl.config import ModelConfig
+    from transformer_xl.data.cache import prepare_corpus
+    from transformer_xl.model import TransformerXLLM
+    from transformer_xl.training.checkpoint import rng_state, save_checkpoint
+
+    root = Path(tempfile.mkdtemp(prefix="txl-fuzz-"))
+    (root / "corpus.txt").write_text("".join(f"def f{i}(x):\n    return x * {i}\n" for i in range(60)),
+                                     encoding="utf-8")
+    prepared = prepare_corpus("text", root / "corpus.txt", root / "data", level="char", progress=False,
+                              valid_fraction=0.1, test_fraction=0.1)
+    import torch
+
+    config = ModelConfig(n_token=len(prepared.vocab), n_layer=1, n_head=2, d_model=8, d_head=4, d_inner=16,
+                         seg_len=4, mem_len=4)
+    model = TransformerXLLM(config)
+    state = {"step": 3, "world_size": 1, "best_valid_loss": 1.0, "optimizer": {"state": {}, "param_groups": []},
+             "scaler": None, "streams": {"position": 4}, "mems": None, "rng": [rng_state(torch.device("cpu"))],
+             "data": "0" * 32, "extra": np.int64(3).item()}
+    save_checkpoint(root / "ckpt", model=model, run_config=RunConfig(model=config), training_state=state,
+                    vocab=prepared.vocab)
+    return root / "ckpt", root / "data"
+
+
+def _mutate(directory: Path, name: str, op: str, value: object, where: float, keep_checksums: bool) -> None:
+    import os
+
+    path = directory / name
+    if not keep_checksums and name != "checksums.json":
+        (directory / "checksums.json").unlink(missing_ok=True)
+    raw = path.read_bytes() if path.is_file() else b""
+    if op in ("json_set", "json_del") and name.endswith(".json"):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(data, dict) or not data:
+            return
+        keys = sorted(data)
+        key = keys[int(where * len(keys)) % len(keys)]
+        inner = data[key]
+        if isinstance(inner, dict) and inner and where > 0.5:  # one level down: meta's splits, run.json sections
+            sub = sorted(inner)[int(where * 7) % len(inner)]
+            if op == "json_del":
+                del inner[sub]
+            else:
+                inner[sub] = value
+        elif op == "json_del":
+            del data[key]
+        else:
+            data[key] = value
+        path.write_text(json.dumps(data), encoding="utf-8")
+    elif op == "truncate":
+        path.write_bytes(raw[: int(len(raw) * where)])
+    elif op == "flip" and raw:
+        data = bytearray(raw)
+        data[int(where * (len(data) - 1))] ^= 1 << int(where * 8) % 8
+        path.write_bytes(bytes(data))
+    elif op == "garbage":
+        path.write_bytes(bytes((i * 37 + int(where * 255)) % 256 for i in range(int(where * 300))))
+    elif op == "delete":
+        path.unlink(missing_ok=True)
+    elif op == "folder":
+        path.unlink(missing_ok=True)
+        path.mkdir()
+    elif op in ("link_dev_zero", "fifo", "link_other"):
+        path.unlink(missing_ok=True)
+        if op == "fifo":
+            os.mkfifo(path)
+        else:
+            os.symlink("/dev/zero" if op == "link_dev_zero" else directory / sorted(
+                p.name for p in directory.iterdir() if p.name != name)[0], path)
+
+
+def _copy(base: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(base, dst)
+    return dst
+
+
+json_values = st.one_of(scalars, st.lists(st.integers(-5, 10**7), max_size=3),
+                        st.dictionaries(st.sampled_from(["tokens", "file", "dtype", "x"]), scalars, max_size=2))
+
+
+@FAST
+@given(st.sampled_from(CHECKPOINT_FILES), st.sampled_from(OPS), json_values, st.floats(0, 1), st.booleans())
+def test_checkpoint_directory_loads_or_says_why(name: str, op: str, value: object, where: float,
+                                                keep_checksums: bool) -> None:
+    import signal
+
+    from transformer_xl.runtime import load_checkpoint
+    from transformer_xl.training.checkpoint import load_training_state
+
+    base, _ = _bases()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = _copy(base, Path(tmp) / "ckpt")
+        _mutate(ckpt, name, op, value, where, keep_checksums)
+        signal.alarm(30)  # a FIFO or /dev/zero read would hang: fail instead
+        try:
+            for load in (load_checkpoint, load_training_state):
+                try:
+                    load(ckpt)
+                except TransformerXLError as exc:
+                    assert "\n" not in str(exc)  # the CLI prints one line
+        finally:
+            signal.alarm(0)
+
+
+@FAST
+@given(st.sampled_from(DATA_FILES), st.sampled_from(OPS), json_values, st.floats(0, 1))
+def test_prepared_directory_loads_or_says_why(name: str, op: str, value: object, where: float) -> None:
+    import signal
+
+    from transformer_xl.data.cache import load_prepared
+
+    _, base = _bases()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _copy(base, Path(tmp) / "data")
+        _mutate(data, name, op, value, where, True)
+        signal.alarm(30)
+        try:
+            try:
+                prepared = load_prepared(data)
+            except TransformerXLError as exc:
+                assert "\n" not in str(exc)
+                return
+            for split in prepared.splits:  # what loads is usable: every split readable, ids in range or not
+                ids = prepared.split(split)
+                assert ids.ndim == 1 and len(ids) == prepared.tokens[split]
+            prepared.summary()
+        finally:
+            signal.alarm(0)

@@ -84,3 +84,49 @@ def test_bad_arguments_are_user_errors() -> None:
         list(generate(model, [1], max_new_tokens=3, top_p=0))
     with pytest.raises(TransformerXLError):
         list(generate(model, [1], max_new_tokens=3, mem_len=-1))
+
+
+def test_prompt_as_list_tensor_array_batch_of_one_or_text() -> None:
+    import numpy as np
+
+    from transformer_xl.data.vocab import Vocabulary
+    from transformer_xl.generation import generate_text
+
+    model = _model()
+    expected = list(generate(model, [3, 1, 4], max_new_tokens=5, temperature=0))
+    for prompt in (torch.tensor([3, 1, 4]), torch.tensor([[3, 1, 4]]), np.array([3, 1, 4], dtype=np.int32), (3, 1, 4)):
+        assert list(generate(model, prompt, max_new_tokens=5, temperature=0)) == expected
+    vocab = Vocabulary("char", [chr(ord("a") + i) for i in range(26)] + list(" .,\n") + ["<unk>"],
+                       specials={"unk": "<unk>"})
+    text_ids = [int(t) for t in vocab.encode("dba")]
+    assert list(generate(model, "dba", max_new_tokens=5, temperature=0, tokenizer=vocab)) == \
+        list(generate(model, text_ids, max_new_tokens=5, temperature=0))
+    out = generate_text(model, vocab, "dba", max_new_tokens=5, temperature=0)
+    assert out.prompt_ids == text_ids and len(out.ids) == 5
+    assert out.text == vocab.decode(out.ids) and out.full_text == "dba" + out.text and out.all_ids == text_ids + out.ids
+    assert generate_text(model, vocab, torch.tensor(text_ids), max_new_tokens=5, temperature=0).ids == out.ids
+    with pytest.raises(TransformerXLError, match="tokenizer"):
+        generate(model, "dba", max_new_tokens=3)
+    with pytest.raises(TransformerXLError, match="empty"):
+        generate(model, "", max_new_tokens=3, tokenizer=vocab)
+    with pytest.raises(TransformerXLError, match="integers"):
+        generate(model, torch.tensor([1.0, 2.0]), max_new_tokens=3)
+    with pytest.raises(TransformerXLError, match="one sequence"):
+        generate(model, torch.ones(2, 3, dtype=torch.long), max_new_tokens=3)
+    with pytest.raises(TransformerXLError, match="unexpected"):
+        generate_text(model, vocab, "dba", max_new_tokens=3, mems=None)
+
+
+def test_extreme_temperatures_sample_or_say_why() -> None:
+    model = _model()
+    greedy = list(generate(model, [7, 8, 9], max_new_tokens=8, temperature=0))
+    # so small that log_probs / temperature overflows: still a valid distribution (the greedy token)
+    assert list(generate(model, [7, 8, 9], max_new_tokens=8, temperature=1e-45, seed=0)) == greedy
+    assert len(list(generate(model, [7, 8, 9], max_new_tokens=8, temperature=1e30, seed=0))) == 8
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(TransformerXLError, match="temperature"):
+            generate(model, [7, 8, 9], max_new_tokens=3, temperature=bad)
+    with pytest.raises(TransformerXLError, match="top_p"):
+        generate(model, [7], max_new_tokens=3, top_p=float("nan"))
+    with pytest.raises(TransformerXLError, match="no finite probabilities"):
+        sample_next(torch.full((5,), float("nan")), temperature=1.0)

@@ -16,21 +16,24 @@ from .config import (
                      TransformerXLError,
                      preset_eval_span,
 )
+from .data.vocab import Vocabulary
 from .evaluation import EvalResult, evaluate, score_tokens, sliding_window_evaluate
-from .generation import Generator, generate
+from .generation import Generation, Generator, generate, generate_text
 from .kernels import apply_device_kernels
 from .model import Memory, TransformerXLLM, XLOutput
 from .pretrained import load_pretrained, save_pretrained
 from .runner import SegmentRunner
 from .runtime import load_checkpoint, resolve_span
+from .tokenizer import Tokenizer, load_model_and_tokenizer, load_tokenizer
 from .training import TrainResult, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "DataConfig", "EvalConfig", "EvalResult", "Generator", "Memory", "ModelConfig", "OptimConfig",
-    "PRESET_NAMES", "RunConfig", "SegmentRunner", "Span", "TrainConfig", "TrainResult", "TransformerXLError",
-    "TransformerXLLM", "XLOutput", "__version__", "apply_device_kernels", "evaluate", "generate",
-    "load_checkpoint", "load_pretrained", "preset_eval_span", "resolve_span", "save_pretrained", "score_tokens",
+    "ConfigError", "DataConfig", "EvalConfig", "EvalResult", "Generation", "Generator", "Memory", "ModelConfig",
+    "OptimConfig", "PRESET_NAMES", "RunConfig", "SegmentRunner", "Span", "Tokenizer", "TrainConfig", "TrainResult",
+    "TransformerXLError", "TransformerXLLM", "Vocabulary", "XLOutput", "__version__", "apply_device_kernels",
+    "evaluate", "generate", "generate_text", "load_checkpoint", "load_model_and_tokenizer", "load_pretrained",
+    "load_tokenizer", "preset_eval_span", "resolve_span", "save_pretrained", "score_tokens",
     "sliding_window_evaluate", "train",
 ]

@@ -516,6 +516,7 @@ class RunConfig:
         unknown = sorted(set(data) - {"model", *cls.SECTIONS})
         _require(not unknown, f"unknown config section(s) {unknown}; known: model, optim, train, eval")
         _require("model" in data, "the run config has no [model] section")
+        _require(isinstance(data["model"], Mapping), f"[model] must be a table, got {type(data['model']).__name__}")
         model = ModelConfig.from_dict(data["model"])
         sections = {name: _section_from_dict(kind, data.get(name, {}), name) for name, kind in cls.SECTIONS.items()}
         return cls(model=model, **sections)

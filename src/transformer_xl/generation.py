@@ -5,12 +5,26 @@ layer, so the cost per token stays bounded however long the text grows (a vanill
 recompute its whole window for each token). With ``mem_len`` covering the whole text, generation is
 exactly what recomputing over the full context would give. The span (segment length for reading the
 prompt, memory, clamp, same_length) is an argument, as everywhere: default the model's training span.
+
+Two calls:
+
+* :func:`generate` streams the new token ids one by one (an iterator). The prompt is a list of ids, a
+  1-D tensor or array (or one row of a batch), or a string together with ``tokenizer=``.
+* :func:`generate_text` runs to the end and returns a :class:`Generation` holding both the ids and the
+  text (``.ids``, ``.text``, ``.full_text``, ``.prompt_ids``), the way Hugging Face users expect::
+
+      model, tokenizer = load_model_and_tokenizer("runs/wt103")
+      out = generate_text(model, tokenizer, "The meaning of life is", max_new_tokens=40, top_p=0.9, seed=1)
+      print(out.full_text)
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,17 +32,25 @@ from .config import Span, TransformerXLError
 from .model import TransformerXLLM
 from .runner import SegmentRunner, call_span
 
-__all__ = ["Generator", "generate", "sample_next"]
+__all__ = ["Generation", "Generator", "encode_prompt", "generate", "generate_text", "sample_next"]
+
+Prompt = Union[str, Sequence[int], Tensor, np.ndarray]
 
 
 def sample_next(log_probs: Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                 generator: torch.Generator | None = None) -> int:
     """One token id from (V,) log-probabilities. temperature 0 is greedy; top_k keeps the k likeliest
     tokens; top_p keeps the smallest set whose probability reaches p (nucleus sampling)."""
+    _check_sampling(temperature, top_k, top_p)
     log_probs = log_probs.float().cpu()  # sample on the CPU: the same seed gives the same text on any device
+    if not bool(torch.isfinite(log_probs).any()) or bool(torch.isnan(log_probs).any()):
+        raise TransformerXLError("the model gave no finite probabilities for the next token (NaN or -inf "
+                                 "everywhere): its weights are damaged or it overflowed; try --precision fp32")
     if temperature <= 0 or top_k == 1:
         return int(log_probs.argmax())
-    logits = log_probs / temperature
+    # shift so the likeliest token is at 0 before dividing: a tiny temperature cannot turn every logit
+    # into -inf (which would leave nothing to sample), it only makes sampling greedy in the limit
+    logits = (log_probs - log_probs.max()) / temperature
     if top_k > 0 and top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -40,6 +62,15 @@ def sample_next(log_probs: Tensor, *, temperature: float = 1.0, top_k: int = 0, 
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise TransformerXLError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
+    if not isinstance(top_k, int) or top_k < 0:
+        raise TransformerXLError(f"top_k must be an integer >= 0 (0 keeps every token), got {top_k}")
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:  # NaN fails the comparison too
+        raise TransformerXLError(f"top_p must lie in (0, 1] (1 turns nucleus sampling off), got {top_p}")
 
 
 class Generator:
@@ -81,25 +112,76 @@ class Generator:
         return self.runner.memory_length
 
 
-def generate(model: TransformerXLLM, prompt: Sequence[int], *, max_new_tokens: int, temperature: float = 1.0,
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """The ids of a text prompt. A word vocabulary ends every line with ``<eos>``; a prompt that does not
+    end with a line break continues its last line, so that final ``<eos>`` is dropped."""
+    if not isinstance(text, str):
+        raise TransformerXLError(f"a text prompt is a string, got {type(text).__name__}")
+    ids = [int(t) for t in tokenizer.encode(text)]
+    eos = getattr(tokenizer, "eos_id", None)
+    if tokenizer.kind == "word" and eos is not None and ids and ids[-1] == eos and not text.endswith("\n"):
+        ids = ids[:-1]
+    if not ids:
+        raise TransformerXLError(f"the prompt {text[:40]!r} reads as no tokens at all: give some text (or ids)")
+    return ids
+
+
+def _prompt_ids(prompt: Prompt, tokenizer: Any, n_token: int) -> list[int]:
+    """A list of ids from any accepted prompt, checked against the model's vocabulary size."""
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            raise TransformerXLError("a text prompt needs the model's tokenizer: pass tokenizer= (see "
+                                     "load_model_and_tokenizer), or give token ids")
+        if not prompt:
+            raise TransformerXLError("the prompt is empty: give some text, or token ids to start from")
+        ids = encode_prompt(tokenizer, prompt)
+    else:
+        if isinstance(prompt, Tensor):
+            if prompt.is_floating_point() or prompt.is_complex():
+                raise TransformerXLError(f"prompt token ids must be integers, got a {prompt.dtype} tensor")
+            array = prompt.detach().cpu().numpy()
+        else:
+            array = np.asarray(prompt)
+            if array.dtype == object or array.size and not np.issubdtype(array.dtype, np.integer):
+                raise TransformerXLError("prompt token ids must be integers (or give a string with tokenizer=)")
+        if array.ndim == 2 and array.shape[0] == 1:
+            array = array[0]  # one row of a batch, as tokenizers return
+        if array.ndim != 1:
+            raise TransformerXLError(f"the prompt must be one sequence of ids, got shape {tuple(array.shape)}; "
+                                     "generate one text at a time")
+        ids = [int(t) for t in array]
+    if not ids:
+        raise TransformerXLError("the prompt is empty: give at least one token")
+    if min(ids) < 0 or max(ids) >= n_token:
+        raise TransformerXLError(f"prompt token ids must lie in [0, {n_token})")
+    return ids
+
+
+def generate(model: TransformerXLLM, prompt: Prompt, *, max_new_tokens: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, seed: int | None = None, span: Span | None = None,
              seg_len: int | None = None, mem_len: int | None = None, clamp_len: int | None = None,
              same_length: bool | None = None, stop_id: int | None = None,
-             generator: Generator | None = None) -> Iterator[int]:
+             generator: Generator | None = None, tokenizer: Any = None) -> Iterator[int]:
     """Yield up to ``max_new_tokens`` sampled token ids, one at a time, as soon as each is drawn.
 
-    The span the model reads with: ``span`` (default: its training span) with the fields given here
-    replacing its own. ``generator`` continues an earlier text (its own span then applies).
+    ``prompt``: a list of ids, a 1-D tensor or array (or a (1, T) batch of one), or a string with
+    ``tokenizer`` (the model's vocabulary). The span the model reads with: ``span`` (default: its training
+    span) with the fields given here replacing its own. ``generator`` continues an earlier text (its own
+    span then applies). Bad arguments raise at the call, before the iterator is consumed.
     """
-    if max_new_tokens < 0:
-        raise TransformerXLError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
-        raise TransformerXLError(f"need temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got {temperature}, "
-                                 f"{top_k}, {top_p}")
-    if not prompt:
-        raise TransformerXLError("the prompt is empty: give at least one token")
-    if min(prompt) < 0 or max(prompt) >= model.config.n_token:
-        raise TransformerXLError(f"prompt token ids must lie in [0, {model.config.n_token})")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise TransformerXLError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
+    _check_sampling(temperature, top_k, top_p)
+    ids = _prompt_ids(prompt, tokenizer, model.config.n_token)
+    return _sample(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   seed=seed, span=span, seg_len=seg_len, mem_len=mem_len, clamp_len=clamp_len,
+                   same_length=same_length, stop_id=stop_id, generator=generator)
+
+
+def _sample(model: TransformerXLLM, prompt: list[int], *, max_new_tokens: int, temperature: float, top_k: int,
+            top_p: float, seed: int | None, span: Span | None, seg_len: int | None, mem_len: int | None,
+            clamp_len: int | None, same_length: bool | None, stop_id: int | None,
+            generator: Generator | None) -> Iterator[int]:
     state = generator or Generator(model, span=span, seg_len=seg_len, mem_len=mem_len, clamp_len=clamp_len,
                                    same_length=same_length)
     rng = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -110,3 +192,38 @@ def generate(model: TransformerXLLM, prompt: Sequence[int], *, max_new_tokens: i
         if token == stop_id:
             return
         log_probs = state.feed([token])
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What :func:`generate_text` returns: the prompt and the continuation, as ids and as text."""
+
+    prompt_ids: list[int]
+    ids: list[int]  # the new tokens only
+    text: str  # the new tokens decoded
+    full_text: str  # prompt and continuation decoded together (spacing and detokenization across the join)
+
+    @property
+    def all_ids(self) -> list[int]:
+        return self.prompt_ids + self.ids
+
+
+def generate_text(model: TransformerXLLM, tokenizer: Any, prompt: Prompt, *, max_new_tokens: int,
+                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+                  span: Span | None = None, stop_at_eos: bool = False, **span_fields: Any) -> Generation:
+    """Generate to the end and return ids and text together (see :class:`Generation`).
+
+    ``prompt``: text (encoded with ``tokenizer``) or ids; ``stop_at_eos`` ends at the first end-of-line
+    token. ``span_fields``: seg_len, mem_len, clamp_len, same_length, as for :func:`generate`.
+    """
+    unknown = sorted(set(span_fields) - {"seg_len", "mem_len", "clamp_len", "same_length"})
+    if unknown:
+        raise TransformerXLError(f"generate_text() got unexpected arguments {unknown}")
+    prompt_ids = _prompt_ids(prompt, tokenizer, model.config.n_token)
+    stop_id = getattr(tokenizer, "eos_id", None) if stop_at_eos else None
+    ids = list(generate(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                        top_p=top_p, seed=seed, span=span, stop_id=stop_id, **span_fields))
+    full = tokenizer.decode(prompt_ids + ids)
+    head = tokenizer.decode(prompt_ids)
+    text = full[len(head):] if full.startswith(head) else tokenizer.decode(ids)
+    return Generation(prompt_ids=prompt_ids, ids=ids, text=text, full_text=full)

@@ -25,8 +25,8 @@ from .model import TransformerXLLM
 
 __all__ = [
     "DistInfo", "LoadedCheckpoint", "RUN_CONFIG_FILE", "all_reduce_sum", "autocast", "elastic_restart_count",
-    "load_checkpoint", "load_run_config", "old_checkpoint_path", "resolve_checkpoint", "resolve_device", "resolve_span",
-    "torchrun_env",
+    "available_cpus", "default_threads", "load_checkpoint", "load_run_config", "old_checkpoint_path",
+    "resolve_checkpoint", "resolve_device", "resolve_span", "set_threads", "torchrun_env",
 ]
 
 RUN_CONFIG_FILE = "run.json"
@@ -89,6 +89,30 @@ def resolve_device(preference: str = "auto", *, local_rank: int | None = None) -
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
     return device
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: taskset, cgroup cpusets), not all of the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """Torch CPU threads for this process: its CPUs, shared evenly by the processes torchrun started on
+    this machine (LOCAL_WORLD_SIZE)."""
+    return max(1, available_cpus() // max(1, _env_int("LOCAL_WORLD_SIZE", 1)))
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's CPU thread count: ``threads``, or :func:`default_threads` for None or 0. Returns it."""
+    if threads is not None and threads < 0:
+        raise TransformerXLError(f"--threads must be a positive number of threads, got {threads}")
+    count = threads or default_threads()
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager[Any]:

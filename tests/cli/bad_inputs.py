@@ -12,6 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+# Informational lines a command may print before its error (txl train without --preset names the model
+# it picked); every other stderr line counts against the one-line error.
+NOTICE_PREFIXES = ("no --preset:",)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The non-empty stderr lines that are not known notices."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(NOTICE_PREFIXES)]
+
 
 @dataclass(frozen=True)
 class Env:
@@ -148,6 +157,185 @@ def _write(env: Env, name: str, content: bytes) -> Path:
 
 NON_UTF8 = b"def f(x):\n    return '\xff\xfe caf\xe9'\n"
 
+
+# --- issue 12: nothing executes, checksums, validation before allocation, regular files only ---------------
+def _torchscript(path: Path) -> Path:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated; it is still what an attacker would use
+        torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), str(path))
+    return path
+
+
+def _convert_torchscript(flag: bool):
+    def argv(env: Env) -> list[str]:
+        src = _torchscript(env.tmp / "model.pt")
+        return ["convert", "--from", "original", "--to", "ours", str(src), str(env.tmp / "dst"),
+                *(["--unsafe-pickle"] if flag else [])]
+    return argv
+
+
+def _weights_as(env: Env, name: str, content: bytes | None = None) -> Path:
+    ck = _ckpt_copy(env)
+    (ck / "model.safetensors").unlink()
+    (ck / "checksums.json").unlink()
+    if content is None:
+        _torchscript(ck / name)
+    else:
+        (ck / name).write_bytes(content)
+    return ck
+
+
+def _zip_with_code(env: Env) -> list[str]:
+    import zipfile
+
+    import torch
+    from safetensors.torch import load_file
+
+    ck = _ckpt_copy(env)
+    state = load_file(str(ck / "model.safetensors"))
+    (ck / "model.safetensors").unlink()
+    (ck / "checksums.json").unlink()
+    torch.save(state, ck / "model.pt")
+    with zipfile.ZipFile(ck / "model.pt", "a") as archive:
+        archive.writestr("model/code/payload.py", "import os\n")
+    return _eval(ck, env.char_data)
+
+
+def _text_training_state(env: Env) -> list[str]:
+    run = _run_copy(env)
+    (run / "last" / "checksums.json").unlink()  # else the checksum refuses it first (the next case)
+    (run / "last" / "training_state.pt").write_text("my notes\n")
+    return ["train", "--data", str(env.char_data), "--out", str(run), "--resume", "--no-progress"]
+
+
+def _flipped_weights(env: Env) -> list[str]:
+    ck = _ckpt_copy(env)
+    data = bytearray((ck / "model.safetensors").read_bytes())
+    data[len(data) - 100] ^= 0x04  # one bit of one weight: the model would silently differ
+    (ck / "model.safetensors").write_bytes(bytes(data))
+    return _eval(ck, env.char_data)
+
+
+def _huge_n_token(env: Env) -> list[str]:
+    import json
+
+    ck = _ckpt_copy(env)
+    (ck / "checksums.json").unlink()  # a hand-edited config
+    config = json.loads((ck / "config.json").read_text())
+    config["n_token"] = 10_000_000
+    (ck / "config.json").write_text(json.dumps(config))
+    return _gen(ck, "--prompt", "def", "--max-new-tokens", "2")
+
+
+def _special_file(name: str, kind: str):
+    def argv(env: Env) -> list[str]:
+        import os
+
+        ck = _ckpt_copy(env)
+        (ck / "checksums.json").unlink()
+        (ck / name).unlink()
+        if kind == "fifo":
+            os.mkfifo(ck / name)
+        else:
+            os.symlink("/dev/zero", ck / name)
+        return _gen(ck, "--prompt", "def", "--max-new-tokens", "2")
+    return argv
+
+
+def _vocab_edit(change: str):
+    def argv(env: Env) -> list[str]:
+        import json
+
+        ck = _ckpt_copy(env)
+        (ck / "checksums.json").unlink()
+        vocab = json.loads((ck / "vocab.json").read_text())
+        if change == "no symbols":
+            del vocab["symbols"]
+        elif change == "symbols as text":
+            vocab["symbols"] = "abc"
+        else:  # one symbol fewer than the model predicts
+            vocab["symbols"] = vocab["symbols"][:-1]
+            vocab["size"] -= 1
+        (ck / "vocab.json").write_text(json.dumps(vocab))
+        return _gen(ck, "--prompt", "def", "--max-new-tokens", "2")
+    return argv
+
+
+def _hf_dir(env: Env) -> Path:
+    from transformer_xl.interop import export_hf
+    from transformer_xl.pretrained import load_pretrained
+
+    hf = env.tmp / "hf"
+    export_hf(load_pretrained(env.run / "last"), hf)
+    return hf
+
+
+def _hf_shard_outside(env: Env) -> list[str]:
+    import json
+    import os
+
+    hf = _hf_dir(env)
+    os.replace(hf / "model.safetensors", env.tmp / "elsewhere.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(env.tmp / "elsewhere.safetensors"), "pt") as f:
+        names = list(f.keys())
+    (hf / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": dict.fromkeys(names, "../elsewhere.safetensors")}))
+    return ["convert", "--from", "hf", "--to", "ours", str(hf), str(env.tmp / "dst")]
+
+
+def _hf_config_string(env: Env) -> list[str]:
+    import json
+
+    hf = _hf_dir(env)
+    config = json.loads((hf / "config.json").read_text())
+    config["d_model"] = "16"
+    (hf / "config.json").write_text(json.dumps(config))
+    return ["convert", "--from", "hf", "--to", "ours", str(hf), str(env.tmp / "dst")]
+
+
+def _prepare_out_inside_path(env: Env) -> list[str]:
+    from transformer_xl.cli import main
+
+    src = env.tmp / "corpus"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a b c d e\n" * 200)
+    argv = ["prepare", "--corpus", "text", "--path", str(src), "--out", str(src / "prepared"), "--level", "word"]
+    assert main(argv) == 0  # the first run; the case is the second, which must not read the first's cache
+    (src / "prepared" / "meta.json").unlink()  # force a rebuild over the old files
+    return argv
+
+
+def _resume_other_data(env: Env) -> list[str]:
+    import numpy as np
+
+    run, data = _run_copy(env), _data_copy(env)
+    train = np.load(data / "train.npy")
+    np.save(data / "train.npy", np.roll(train, 7))  # same vocabulary, same length, other text
+    return ["train", "--data", str(data), "--out", str(run), "--resume", "--no-progress",
+            "--train.max_steps", "6"]
+
+
+def _meta_fifo(env: Env) -> list[str]:
+    import os
+
+    data = _data_copy(env)
+    (data / "meta.json").unlink()
+    os.mkfifo(data / "meta.json")
+    return _eval(env.run, data)
+
+
+def _score_file(name: str, content: bytes, *flags: str):
+    def argv(env: Env) -> list[str]:
+        return ["score", "--checkpoint", str(env.run), "--device", "cpu", "--summary-only", *flags,
+                str(_write(env, name, content))]
+    return argv
+
 CASES: list[Case] = [
     # corrupt, truncated or mismatched checkpoints
     Case("checkpoint: model.safetensors is garbage", _corrupt_weights, "model.safetensors"),
@@ -193,8 +381,7 @@ CASES: list[Case] = [
     # prompts with unknown symbols, empty input
     Case("generate: prompt of symbols not in the vocabulary", lambda e: _gen(e.run, "--prompt", "☃€漢",
                                                                           "--max-new-tokens", "2"), "replaced by <unk>", accepted=True),
-    Case("generate: empty prompt (documented: starts a new line)",
-         lambda e: _gen(e.run, "--prompt", "", "--max-new-tokens", "2"), "", accepted=True),
+    Case("generate: empty --prompt", lambda e: _gen(e.run, "--prompt", "", "--max-new-tokens", "2"), "empty"),
     Case("score: empty file", lambda e: ["score", "--checkpoint", str(e.run), "--device", "cpu",
                                          str(_write(e, "empty.txt", b""))], "empty"),
     # non-UTF-8 files
@@ -231,4 +418,38 @@ CASES: list[Case] = [
     Case("train --train.batch_size 10**9", lambda e: ["train", "--data", str(e.char_data), "--out",
                                                       str(e.tmp / "r"), "--train.batch_size", str(10**9),
                                                       "--no-progress"], "streams"),
+    # issue 12: nothing from a file executes
+    Case("convert --from original --unsafe-pickle: a TorchScript archive", _convert_torchscript(True),
+         "TorchScript"),
+    Case("checkpoint: model.pt is a TorchScript archive", lambda e: _eval(_weights_as(e, "model.pt"), e.char_data),
+         "TorchScript"),
+    Case("checkpoint: model.pt is a state dict zip with a .py inside", _zip_with_code, "holding code"),
+    Case("convert --from hf: shard index names ../elsewhere.safetensors", _hf_shard_outside,
+         "refusing to read it"),
+    # issue 12: files that are not what their name says
+    Case("checkpoint: model.pt is a text file", lambda e: _eval(_weights_as(e, "model.pt", b"my notes\n"),
+                                                                e.char_data), "not a torch checkpoint"),
+    Case("checkpoint: training_state.pt is a text file, --resume", _text_training_state, "not a torch checkpoint"),
+    Case("checkpoint: one bit of model.safetensors flipped", _flipped_weights, "sha256"),
+    Case("checkpoint: config.json says n_token 10,000,000 (weights 300 KB)", _huge_n_token, "does not match"),
+    Case("checkpoint: config.json is a FIFO", _special_file("config.json", "fifo"), "not a regular file"),
+    Case("checkpoint: vocab.json links to /dev/zero", _special_file("vocab.json", "zero"), "not a regular file"),
+    Case("checkpoint: vocab.json without its symbols field", _vocab_edit("no symbols"), "symbols"),
+    Case("checkpoint: vocab.json symbols is a string", _vocab_edit("symbols as text"), "symbols"),
+    Case("checkpoint: vocab.json one symbol short of n_token", _vocab_edit("short"), "n_token"),
+    Case("convert --from hf: config d_model is the string \"16\"", _hf_config_string, "d_model"),
+    Case("cache: meta.json is a FIFO", _meta_fifo, "not a regular file"),
+    Case("train --data FILE (a text file, not a prepared directory)",
+         lambda e: ["train", "--data", str(_write(e, "c.txt", b"a b c\n" * 50)), "--out", str(e.tmp / "r"),
+                    "--no-progress"], "is a file"),
+    Case("train --resume on other training data", _resume_other_data, "--allow-new-data"),
+    Case("prepare: a one-line word corpus (no line end to cut at)",
+         lambda e: ["prepare", "--corpus", "text", "--level", "word", "--path",
+                    str(_write(e, "one.txt", b"word " * 4000)), "--out", str(e.tmp / "p")], "no line end"),
+    Case("prepare --out inside --path, run again (reads only the corpus)", _prepare_out_inside_path, "",
+         accepted=True),
+    Case("score: symbols outside the vocabulary", _score_file("u.txt", "def f(x):\n    return ☃ + €\n".encode()),
+         "scored as <unk>", accepted=True),
+    Case("score: one 30 KB line without a line end", _score_file("line.txt", b"x = 1 " * 5_000, "--seg-len", "256"), "",
+         accepted=True, heavy=True),
 ]

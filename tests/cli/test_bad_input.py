@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.bad_inputs import CASES, Env
+from cli.bad_inputs import CASES, Env, error_lines
 from transformer_xl.cli import main
 
 
@@ -23,7 +23,7 @@ def test_bad_inputs(char_data: Path, byte_data: Path, trained_run: Path, tmp_pat
         except SystemExit as exc:  # argparse
             code = exc.code
         err = capsys.readouterr().err
-        lines = [line for line in err.splitlines() if line.strip()]
+        lines = error_lines(err)
         if case.accepted:
             good = code == 0 and case.needle in err
         else:

@@ -112,3 +112,33 @@ def test_elastic_restart_resumes_from_last(trained_run: Path, char_data: Path, t
                  "--no-progress"]) == 0
     assert "trained to step 6" in capsys.readouterr().out
     assert load_training_state(out / "last")["step"] == 6
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed next to this Python")
+def test_locked_run_directory_stops_every_rank_without_a_hang(char_data: Path, tmp_path: Path) -> None:
+    """Rank 0 cannot take the run's lock (another process holds it): rank 1 must not wait for it in a
+    collective until train.dist_timeout; both stop at once with the holder named."""
+    from transformer_xl.locks import DirectoryLock
+
+    out = tmp_path / "run"
+    with DirectoryLock(out):
+        start = time.perf_counter()
+        proc = _torchrun(char_data, out)
+        _, err = proc.communicate(timeout=120)
+        took = time.perf_counter() - start
+    assert proc.returncode != 0 and f"in use by process {os.getpid()}" in err, err[-2000:]
+    assert took < 60, took  # the collective timeout is 20 s: nobody waited for it
+    assert not (out / "metrics.jsonl").exists() and not (out / "last").exists()
+
+
+def test_elastic_restart_before_the_first_save_starts_the_run(char_data: Path, tmp_path: Path, monkeypatch,
+                                                               capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n')  # the first attempt died before last/
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert main(["train", "--data", str(char_data), "--out", str(out), *TINY_MODEL, *TINY_TRAIN,
+                 "--train.max_steps", "2"]) == 0
+    assert "starts the run from step 0" in capsys.readouterr().err
+    assert load_training_state(out / "last")["step"] == 2

@@ -37,3 +37,32 @@ def test_bad_value_is_one_line(capsys: pytest.CaptureFixture) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expected true or false" in err[0]
+
+
+def test_default_threads_follow_the_affinity_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from transformer_xl import runtime
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert runtime.available_cpus() == 6 and runtime.default_threads() == 6
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: four processes share the six CPUs
+    assert runtime.default_threads() == 1
+
+
+def test_a_second_prepare_on_one_out_is_refused(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    import os
+
+    from transformer_xl.cli import main
+    from transformer_xl.locks import DirectoryLock
+
+    (tmp_path / "c.txt").write_text("abc\n" * 50)
+    out = tmp_path / "data"
+    with DirectoryLock(out):
+        code = main(["prepare", "--corpus", "text", "--path", str(tmp_path / "c.txt"), "--out", str(out),
+                     "--no-progress"])
+    assert code == 2 and f"in use by process {os.getpid()}" in capsys.readouterr().err
+    assert not (out / "meta.json").exists()
+    assert main(["prepare", "--corpus", "text", "--path", str(tmp_path / "c.txt"), "--out", str(out),
+                 "--no-progress"]) == 0

@@ -55,3 +55,32 @@ def test_generate_span_is_flags_then_the_runs_eval_settings(trained_run: Path, t
     expected = list(generate(loaded.model, prompt, max_new_tokens=4, seed=0, span=Span(**preset_like)))
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["text"] == loaded.vocab.decode(expected)
+
+
+def test_empty_prompt_and_unusable_temperatures_are_one_line_errors(trained_run: Path, tmp_path: Path,
+                                                                     capsys) -> None:
+    base = ["generate", "--checkpoint", str(trained_run), "--max-new-tokens", "3"]
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    for extra, message in [(["--prompt", ""], "prompt is empty"),
+                           (["--prompt-file", str(tmp_path / "empty.txt")], "prompt is empty"),
+                           (["--temperature", "nan"], "temperature"), (["--temperature", "inf"], "temperature"),
+                           (["--top-p", "nan"], "top_p")]:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("txl generate: error:") and message in err and err.count("\n") == 1, err
+    assert main([*base, "--temperature", "1e-45", "--prompt", "def", "--json"]) == 0  # tiny: greedy, not a crash
+    tiny = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main([*base, "--temperature", "0", "--prompt", "def", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ids"] == tiny["ids"]
+
+
+def test_text_stream_continues_the_prompt_line_and_detokenizes_wikitext() -> None:
+    words = Vocabulary("word", ["<eos>", "a", "b"], specials={"eos": "<eos>"}, lines="eos")
+    stream = TextStream(words, context=[1, 0, 2])  # the prompt's last line is "b": the next word needs a space
+    assert "".join(stream.push(t) for t in [1, 0, 2]) + stream.flush() == " a\nb"
+    symbols = ["<eos>", "Hello", ",", "world", "!", "1", "@,@", "000", "(", ")"]
+    wiki = Vocabulary("word", symbols, specials={"eos": "<eos>"}, lines="eos", normalization="wikitext")
+    ids = [2, 3, 4, 0, 5, 6, 7, 8, 1, 9, 2]
+    stream = TextStream(wiki, context=[1])
+    shown = "".join(stream.push(t) for t in ids) + stream.flush()
+    assert "Hello" + shown == wiki.decode([1] + ids) == "Hello, world!\n1,000 (Hello),"

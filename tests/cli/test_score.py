@@ -76,3 +76,62 @@ def test_score_span_is_flags_then_the_runs_eval_settings_then_training(trained_r
     save_pretrained(loaded.model, bare, vocab=loaded.vocab)
     assert score(bare)["span"] == {"seg_len": 8, "mem_len": 8, "clamp_len": -1, "same_length": False}
     assert score(bare, "--clamp-len", "3")["span"]["clamp_len"] == 3
+
+
+# --- issue 12: <unk> warning, one very long line, strict JSON ----------------------------------------------
+def test_symbols_outside_the_vocabulary_are_warned_about_once(trained_run: Path, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "odd.py"
+    path.write_text("def f(x):\n    return ☃€漢 + ☃\n" * 3, encoding="utf-8")  # 4 unknown a line
+    assert main(["score", "--checkpoint", str(trained_run), str(path), "--summary-only"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"txl score: warning: 12 symbol(s) of {path} are not in the vocabulary and were scored as <unk>"]
+    path.write_text("def f(x):\n", encoding="utf-8")  # nothing unknown: nothing said
+    assert main(["score", "--checkpoint", str(trained_run), str(path), "--summary-only"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_one_very_long_line_is_read_in_bounded_pieces(kind: str, tmp_path: Path, monkeypatch) -> None:
+    """text8 is one 100 MB line: the pieces stay bounded and together encode exactly as the whole text."""
+    from transformer_xl.data.vocab import Vocabulary
+
+    words = [f"w{i}" for i in range(50)]
+    if kind == "char":
+        vocab = Vocabulary("char", sorted(set("".join(words) + " ")) + ["<unk>"], specials={"unk": "<unk>"})
+    else:
+        vocab = Vocabulary("word", ["<unk>", "<eos>", *words], specials={"unk": "<unk>", "eos": "<eos>"},
+                           lines="eos")
+    text = " ".join(words[(i * 7) % 50] for i in range(60_000))  # ~200 K characters, no line end
+    path = tmp_path / "long.txt"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(score_cli, "READ_CHARS", 4096)
+    pieces = list(score_cli.read_pieces(str(path), vocab))
+    assert len(pieces) > 40
+    assert max(len(p) for p in pieces) <= 4096 + 64  # bounded: never the whole line at once
+    joined = [int(i) for p in pieces for i in p]
+    assert joined == [int(i) for i in vocab.encode(text)]
+
+
+def test_non_finite_losses_are_null_in_json(trained_run: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import transformer_xl.evaluation as evaluation
+    from transformer_xl.cli.jsonout import json_line
+
+    assert json_line({"a": float("nan"), "b": [float("inf"), 1.5], "c": (float("-inf"),)}) == \
+        '{"a": null, "b": [null, 1.5], "c": [null]}'
+
+    def non_finite(model, chunks, **kwargs):
+        for chunk in chunks:
+            for token in chunk[1:]:
+                yield int(token), float("nan")
+
+    monkeypatch.setattr(evaluation, "score_tokens", non_finite)
+    path = tmp_path / "in.py"
+    path.write_text("def f(x):\n", encoding="utf-8")
+    assert main(["score", "--checkpoint", str(trained_run), str(path), "--summary-only", "--json"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"bare {constant} in JSON output")
+
+    summary = json.loads(line, parse_constant=refuse)  # strict JSON: NaN / Infinity are not allowed
+    assert summary["loss"] is None and summary["ppl"] is None

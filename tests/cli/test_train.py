@@ -62,3 +62,119 @@ def test_train_streams_flag(tmp_path: Path, char_data: Path) -> None:
     assert load_training_state(tmp_path / "auto" / "last")["streams"]["kind"] == "ordered"  # no sentences here
     # text prepared without sentence starts cannot be read as sentences: a one-line error, status 2
     assert main(["train", *common, "--out", str(tmp_path / "bad"), "--train.streams", "sentences"]) == 2
+
+
+# --- issue 12.2 / 13: the run directory, defaults sized to the machine, small things -------------------------
+def test_data_that_is_a_file_says_to_run_prepare(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello world\n")
+    assert main(["train", "--data", str(text), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "txl prepare --corpus text --path" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_and_overwrite_together_is_an_error(tmp_path: Path, char_data: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    args = ["train", "--data", str(char_data), "--out", str(tmp_path / "r"), *TINY_MODEL, *TINY_TRAIN]
+    assert main([*args, "--resume", "--overwrite"]) == 2
+    assert "pass one of them" in capsys.readouterr().err
+
+
+def test_fresh_run_refuses_then_overwrite_and_resume_through_the_cli(tmp_path: Path, char_data: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    args = ["train", "--data", str(char_data), "--out", str(tmp_path / "r"), *TINY_MODEL, *TINY_TRAIN,
+            "--train.max_steps", "2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert main(["train", "--data", str(char_data), "--out", str(tmp_path / "new"), *TINY_MODEL, *TINY_TRAIN,
+                 "--train.max_steps", "2", "--resume"]) == 0  # nothing to resume yet: starts, and says so
+    assert "no checkpoint in" in capsys.readouterr().err
+
+
+def test_interrupted_summary_names_only_saved_checkpoints(tmp_path: Path, char_data: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    import signal
+
+    from transformer_xl.training import loop
+
+    class CtrlC(loop.StopSignals):
+        def __enter__(self) -> "CtrlC":
+            super().__enter__()
+            self.received = signal.SIGINT  # as if Ctrl-C came during the first step
+            return self
+
+    monkeypatch.setattr(loop, "StopSignals", CtrlC)
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(char_data), "--out", str(out), *TINY_MODEL, *TINY_TRAIN]) == 130
+    stdout = capsys.readouterr().out
+    assert f"checkpoints: {out / 'last'}\n" in stdout and "best" not in stdout
+    assert not (out / "best").exists()
+
+
+def test_threads_flag_and_plain_log_lines(tmp_path: Path, char_data: Path, capsys: pytest.CaptureFixture) -> None:
+    import re
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["train", "--data", str(char_data), "--out", str(tmp_path / "r"), *TINY_MODEL, *TINY_TRAIN,
+                     "--train.max_steps", "2", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    err = capsys.readouterr().err  # not a terminal: timestamped lines, and the banner first
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d model: .* parameters .* tokens per step .* device cpu, "
+                     r"1 threads, precision fp32", err, flags=re.M)
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step 2/2 loss \d", err, flags=re.M)
+    assert main(["train", "--data", str(char_data), "--out", str(tmp_path / "r0"), "--threads", "0"]) == 2
+
+
+def test_no_preset_sizes_the_model_to_the_device(char_data: Path) -> None:
+    from transformer_xl.cli import build_parser
+    from transformer_xl.cli.train import resolve_config
+    from transformer_xl.config import ModelConfig
+
+    def config(*extra: str, level: str = "char") -> RunConfig:
+        args = build_parser().parse_args(["train", "--data", str(char_data), "--out", "unused", *extra])
+        return resolve_config(args, n_token=40, level=level)
+
+    small = ModelConfig.preset("char-small")
+    chosen = config("--train.device", "cpu").model
+    assert (chosen.n_layer, chosen.d_model, chosen.n_token) == (small.n_layer, small.d_model, 40)
+    assert config("--train.device", "cpu").optim.lr == 1e-3  # the small model's rate, below the flags:
+    assert config("--train.device", "cpu", "--optim.lr", "0.01").optim.lr == 0.01
+    assert config("--train.device", "cpu", level="word").model.div_val == ModelConfig.preset("word-small").div_val
+    assert config("--train.device", "cpu", level="word").model.cutoffs == ()  # 40 words: no cluster fits
+    assert resolve_config(build_parser().parse_args(["train", "--data", "d", "--out", "o", "--train.device", "cpu"]),
+                          n_token=5000, level="word").model.cutoffs == (2000,)
+    # any model setting, or a preset, is the user's choice: no automatic preset
+    assert config("--train.device", "cpu", "--model.n_layer", "3").model.d_model == ModelConfig(n_token=40).d_model
+    assert config("--train.device", "cpu", "--preset", "tiny").model.d_model == 64
+
+
+def test_every_compute_command_has_threads_and_txl_has_a_version(capsys: pytest.CaptureFixture) -> None:
+    from transformer_xl import __version__
+
+    commands = [["train"], ["eval"], ["score"], ["generate"], ["recl"], ["ablate"], ["analyze", "position"],
+                ["analyze", "context"], ["analyze", "speed"]]
+    for command in commands:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        assert "--threads N" in capsys.readouterr().out, command
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"txl {__version__}"
+
+
+def test_help_lists_choices_instead_of_constant_names(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one of xl, shaw, vaswani, al-rfou" in text and "ATTENTION_TYPES" not in text
+    assert "TRAIN_STREAMS" not in text

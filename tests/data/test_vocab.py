@@ -108,3 +108,46 @@ def test_bad_vocabulary_files(tmp_path) -> None:
 def test_smallest_dtype() -> None:
     assert [smallest_dtype(n) for n in (2, 256, 257, 65536, 65537)] == [
         np.uint8, np.uint8, np.uint16, np.uint16, np.uint32]
+
+
+def test_normalization_is_saved_and_changes_only_vocabularies_that_have_one(tmp_path) -> None:
+    plain = word_vocab()
+    assert "normalization" not in plain.to_dict()  # vocabularies from before keep their fingerprint
+    wiki = Vocabulary("word", plain.symbols, specials=plain.specials, lines="eos", normalization="wikitext")
+    assert wiki.to_dict()["normalization"] == "wikitext" and wiki.fingerprint() != plain.fingerprint()
+    wiki.save(tmp_path / "vocab.json")
+    assert Vocabulary.load(tmp_path / "vocab.json") == wiki
+    with pytest.raises(DataError, match="word vocabularies"):
+        Vocabulary("char", ["a"], normalization="wikitext")
+    with pytest.raises(DataError, match="normalization must be one of"):
+        Vocabulary("word", ["a"], normalization="moses")
+
+
+def test_wikitext_normalization_splits_raw_text_and_joins_it_back() -> None:
+    pytest.importorskip("sacremoses")
+    symbols = ["<eos>", "<unk>", "Hello", ",", "world", "!", "1", "@,@", "000", "@.@", "5", "foo", "@-@", "bar"]
+    vocab = Vocabulary("word", symbols, specials={"eos": "<eos>", "unk": "<unk>"}, lines="eos",
+                       normalization="wikitext")
+    assert vocab.tokenize("Hello, world!") == ["Hello", ",", "world", "!", "<eos>"]
+    assert vocab.tokenize("1,000 1.5 foo-bar\n\nHello") == ["1", "@,@", "000", "1", "@.@", "5", "foo", "@-@", "bar",
+                                                            "<eos>", "<eos>", "Hello", "<eos>"]
+    assert vocab.tokenize("Hello <unk>, world") == ["Hello", "<unk>", ",", "world", "<eos>"]  # specials stay whole
+    assert vocab.decode(vocab.encode("Hello, world!\n1,000 foo-bar 1.5")) == "Hello, world!\n1,000 foo-bar 1.5\n"
+    plain = Vocabulary("word", symbols, specials={"eos": "<eos>", "unk": "<unk>"}, lines="eos")
+    assert plain.tokenize("Hello, world!") == ["Hello,", "world!", "<eos>"]  # no normalisation: whitespace only
+    # prepared corpora are already tokenized: the corpus path (prepare_text + words) never re-normalises
+    assert vocab.words(vocab.prepare_text("1 @,@ 000"), final=False) == ["1", "@,@", "000"]
+
+
+def test_a_vocabulary_prepared_from_wikitext_reads_raw_text_the_wikitext_way(tmp_path, files) -> None:
+    pytest.importorskip("sacremoses")
+    from transformer_xl.data.cache import prepare_corpus
+
+    files.write_wikitext(tmp_path / "wt")
+    vocab = prepare_corpus("wikitext-2", tmp_path / "wt", tmp_path / "out", progress=False).vocab
+    assert vocab.normalization == "wikitext"
+    assert Vocabulary.load(tmp_path / "out" / "vocab.json").normalization == "wikitext"
+    assert vocab.tokenize("Heading, Heading!", final=False) == ["Heading", ",", "Heading", "!"]
+    text = prepare_corpus("text", tmp_path / "wt" / "wiki.train.tokens", tmp_path / "txt", level="word",
+                          progress=False, valid_fraction=0.2, test_fraction=0.2).vocab
+    assert text.normalization == "none"  # other corpora: whitespace only, as before

@@ -10,6 +10,7 @@ import torch
 from helpers import randomize_
 from transformer_xl import ModelConfig, TransformerXLLM
 from transformer_xl.cli import main
+from transformer_xl.data.vocab import Vocabulary
 from transformer_xl.interop import export_hf, import_hf
 from transformer_xl.pretrained import load_pretrained, load_vocabulary, save_pretrained
 
@@ -48,3 +49,40 @@ def test_user_mistakes_exit_2_with_one_line(argv: list[str], message: str, tmp_p
     assert main(["convert"] + [a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("txl convert: error:") and message in err and err.count("\n") == 1
+
+
+def _config_for(n_token: int) -> ModelConfig:
+    return ModelConfig(n_token=n_token, n_layer=1, n_head=2, d_model=16, d_head=8, d_inner=32, cutoffs=(4, 8),
+                       div_val=2, d_embed=16, seg_len=6, mem_len=6)
+
+
+VOCABULARIES = {
+    # 29 symbols, space and newline among them: once came back as a 27-symbol word vocabulary
+    "char": lambda: Vocabulary("char", list("abcdefghijklmnopqrstuvw \n.,") + ["<unk>"], specials={"unk": "<unk>"}),
+    "byte": Vocabulary.byte_level,
+    "word-wikitext": lambda: Vocabulary("word", ["<eos>", "<unk>", "the", ",", "@,@", "1", "000", "Hello", "world",
+                                                 "!", "cat", "sat"], specials={"eos": "<eos>", "unk": "<unk>"},
+                                        lines="eos", normalization="wikitext"),
+    "word-sentences": lambda: Vocabulary("word", ["<S>", "<UNK>", "a", "b", "c", "d", "e", "f", "g", "h"],
+                                         specials={"bos": "<S>", "unk": "<UNK>"}, lines="sentence", lower=True),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VOCABULARIES))
+def test_vocabulary_round_trips_exactly_through_hugging_face_format(kind: str, tmp_path: Path) -> None:
+    vocab = VOCABULARIES[kind]()
+    model = randomize_(TransformerXLLM(_config_for(len(vocab))), std=0.3)
+    save_pretrained(model, tmp_path / "run" / "best", vocab=vocab)  # a run directory: its best/ is used
+    assert main(["convert", "--from", "ours", "--to", "hf", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    assert main(["convert", "--from", "hf", "--to", "ours", str(tmp_path / "hf"), str(tmp_path / "back")]) == 0
+    back = load_vocabulary(tmp_path / "back")
+    assert back == vocab and back.symbols == vocab.symbols and back.kind == vocab.kind
+    assert back.specials == vocab.specials and back.normalization == vocab.normalization
+    assert _equal(model, load_pretrained(tmp_path / "back"))
+
+
+def test_a_vocabulary_that_does_not_fit_n_token_is_refused_before_writing(tmp_path: Path, capsys) -> None:
+    save_pretrained(TransformerXLLM(CONFIG), tmp_path / "ours", vocab=Vocabulary.byte_level())  # 256 != 12
+    assert main(["convert", "--from", "ours", "--to", "hf", str(tmp_path / "ours"), str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert "256 symbols" in err and "n_token 12" in err and not (tmp_path / "hf").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,87 @@ def test_text_vocabulary(tmp_path: Path) -> None:
     export_hf(TransformerXLLM(CONFIGS["plain"]), tmp_path / "out", vocab_symbols=["a", "b"])
     assert read_text_vocab(tmp_path / "out") == ["a", "b"]
     assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "transfo-xl"
+
+
+# --- issue 12: shards stay inside the directory, nothing executes, odd configs are one-line errors ----------
+def _sharded(tmp_path: Path, shard_name: str) -> Path:
+    """A Hugging Face directory whose index names ``shard_name``; the shard itself (valid weights, so that
+    reading it would succeed) lies at tmp_path/outside/w.safetensors."""
+    model = TransformerXLLM(CONFIGS["plain"])
+    export_hf(model, tmp_path / "hf")
+    (tmp_path / "outside").mkdir()
+    os.replace(tmp_path / "hf" / "model.safetensors", tmp_path / "outside" / "w.safetensors")
+    index = {"metadata": {}, "weight_map": {name: shard_name for name in state_dict_to_hf(model)}}
+    (tmp_path / "hf" / "model.safetensors.index.json").write_text(json.dumps(index))
+    return tmp_path / "hf"
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "link"])
+def test_a_shard_index_cannot_name_a_file_outside_the_directory(how: str, monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    import transformer_xl.interop.hf as hf
+
+    outside = tmp_path / "outside" / "w.safetensors"
+    name = {"dotdot": "../outside/w.safetensors", "absolute": str(outside), "link": "shard.safetensors"}[how]
+    directory = _sharded(tmp_path, name)
+    if how == "link":
+        os.symlink(outside, directory / "shard.safetensors")
+    marker = tmp_path / "read"
+    real = hf._read_safetensors
+
+    def watched(path):
+        marker.write_text(str(path))
+        return real(path)
+
+    monkeypatch.setattr(hf, "_read_safetensors", watched)
+    with pytest.raises(TransformerXLError, match="refusing to read it"):
+        import_hf(directory)
+    assert not marker.exists()
+    # the same shard inside the directory loads
+    (directory / "shard.safetensors").unlink(missing_ok=True)
+    os.replace(outside, directory / "shard.safetensors")
+    index = json.loads((directory / "model.safetensors.index.json").read_text())
+    index["weight_map"] = dict.fromkeys(index["weight_map"], "shard.safetensors")
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    import_hf(directory)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_torchscript_pytorch_model_bin_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    export_hf(TransformerXLLM(CONFIGS["plain"]), tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), str(tmp_path / "pytorch_model.bin"))
+    marker = tmp_path / "reached"
+
+    def trapped(*args, **kwargs):
+        marker.write_text("reached")
+        raise AssertionError("torch was asked to load the archive")
+
+    monkeypatch.setattr(torch, "load", trapped)
+    monkeypatch.setattr(torch.jit, "load", trapped)
+    with pytest.raises(TransformerXLError, match="TorchScript"):
+        import_hf(tmp_path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("change", [
+    {"d_model": "1024"}, {"n_layer": 2.5}, {"dropout": "high"}, {"dropout": float("nan")}, {"cutoffs": "10,20"},
+    {"cutoffs": [10.5]}, {"tie_projs": 3}, {"same_length": "yes"}, {"sample_softmax": "no"},
+    {"layer_norm_epsilon": None}, {"vocab_size": None}, {"vocab_size": -5}, {"n_head": 0}, {"div_val": True},
+    {"mem_len": [1]}, {"tie_word_embeddings": {"a": 1}}])
+def test_unusual_hf_config_values_are_one_line_errors(change: dict) -> None:
+    hf = config_to_hf(CONFIGS["plain"]) | change
+    with pytest.raises(TransformerXLError) as info:
+        config_from_hf(hf)
+    assert "\n" not in str(info.value)
+
+
+def test_a_huge_vocab_size_is_refused_before_allocating(tmp_path: Path) -> None:
+    export_hf(TransformerXLLM(CONFIGS["plain"]), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["vocab_size"] = 10_000_000
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    started = time.perf_counter()
+    with pytest.raises(TransformerXLError, match="does not match"):
+        import_hf(tmp_path)
+    assert time.perf_counter() - started < 5

@@ -152,3 +152,59 @@ def test_even_with_the_flag_classes_off_the_allow_list_are_refused(tmp_path: Pat
     with pytest.raises(TransformerXLError, match=r"exec is not on the allow-list"):
         import_original(tmp_path / "evil.pt", flavour="nvidia", unsafe_pickle=True)
     assert not marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("unsafe", [False, True])
+def test_torchscript_archives_are_refused_with_and_without_the_flag(unsafe: bool, monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    """torch.load would hand a TorchScript archive to the TorchScript loader, which runs its code and never
+    asks the allow-list unpickler: the importer refuses the archive before torch sees it."""
+    torch.jit.save(torch.jit.script(nn.Linear(3, 2)), str(tmp_path / "model.pt"))
+    marker = tmp_path / "reached"
+
+    def trapped(*args, **kwargs):
+        marker.write_text("reached")
+        raise AssertionError("torch was asked to load the archive")
+
+    monkeypatch.setattr(torch, "load", trapped)
+    monkeypatch.setattr(torch.jit, "load", trapped)
+    for flavour in ("original", "nvidia"):
+        with pytest.raises(TransformerXLError, match="TorchScript archive holding code"):
+            import_original(tmp_path / "model.pt", flavour=flavour, unsafe_pickle=unsafe)
+    assert not marker.exists()
+
+
+def test_a_malicious_pickle_never_runs_without_the_flag_either(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    torch.save(_Evil(marker), tmp_path / "evil.pt")
+    with pytest.raises(TransformerXLError, match="--unsafe-pickle"):
+        import_original(tmp_path / "evil.pt")
+    with pytest.raises(TransformerXLError, match="not on the allow-list"):
+        import_original(tmp_path / "evil.pt", unsafe_pickle=True)
+    assert not marker.exists()
+
+
+def test_a_config_that_does_not_fit_the_state_fails_before_allocating(tmp_path: Path) -> None:
+    model = randomize_(TransformerXLLM(ModelConfig(n_token=30, n_layer=1, n_head=2, d_model=8, d_head=4, d_inner=16)))
+    state = {name: t for name, t in model.state_dict().items() if name != "pos_emb.inv_freq"}
+    mc = {"n_token": 10_000_000, "n_layer": 1, "n_head": 2, "d_model": 8, "d_head": 4, "d_inner": 16}
+    torch.save({"model_config": mc, "model_state": state}, tmp_path / "nv.pt")
+    with pytest.raises(TransformerXLError, match="does not match the config stored in it"):
+        import_original(tmp_path / "nv.pt", flavour="nvidia", unsafe_pickle=True)
+    torch.save({"model_config": {"n_layer": "two"}, "model_state": state}, tmp_path / "bad.pt")
+    with pytest.raises(TransformerXLError, match="not a complete nvidia Transformer-XL checkpoint|n_token"):
+        import_original(tmp_path / "bad.pt", flavour="nvidia", unsafe_pickle=True)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_convert_names_a_torchscript_archive_for_what_it_is_with_or_without_the_flag(tmp_path: Path, capsys) -> None:
+    """Not "re-run with --unsafe-pickle": no flag makes an archive holding code loadable."""
+    from transformer_xl.cli import main
+
+    torch.jit.save(torch.jit.script(nn.Linear(3, 2)), str(tmp_path / "model.pt"))
+    for extra in ([], ["--unsafe-pickle"]):
+        code = main(["convert", "--from", "original", "--to", "ours", *extra, str(tmp_path / "model.pt"),
+                     str(tmp_path / f"out{len(extra)}")])
+        err = capsys.readouterr().err
+        assert code == 2 and "TorchScript archive holding code" in err and "re-run with" not in err, err

@@ -2,7 +2,7 @@
 
     python tests/training/fault_worker.py OUT MAX_STEPS SAVE_EVERY [STEP_SLEEP_S]
 
-Resumes when OUT/last (or .last.old) exists. Prints "step N" after every step (flushed), so a test
+Always passes resume=True: continues OUT/last (or .last.old), or starts when there is none. Prints "step N" after every step (flushed), so a test
 knows where the run is, and "done N" at the end; exits 128 + signum when a signal stopped it, like
 `txl train`. Shared by tests/training/test_faults.py and benchmarks/fault_kill.py.
 """
@@ -27,24 +27,19 @@ def reference_config(max_steps: int, save_every: int):
 def main(argv: list[str]) -> int:
     import torch
 
-    from transformer_xl.runtime import resolve_checkpoint
     from transformer_xl.training import train
 
     torch.set_num_threads(1)
     out, max_steps, save_every = Path(argv[0]), int(argv[1]), int(argv[2])
     sleep = float(argv[3]) if len(argv) > 3 else 0.0
-    try:
-        resolve_checkpoint(out / "last")
-        resume = True
-    except Exception:
-        resume = False  # killed before the first checkpoint: start again
 
     def on_step(step: int, loss: float) -> None:
         print(f"step {step}", flush=True)
         if sleep:
             time.sleep(sleep)  # spreads the steps out so that random kills land anywhere
 
-    result = train(reference_config(max_steps, save_every), data=tiny_data(), out=out, resume=resume,
+    # resume=True always: it continues from last/, or starts the run when killed before the first save
+    result = train(reference_config(max_steps, save_every), data=tiny_data(), out=out, resume=True,
                    progress=False, on_step=on_step)
     print(f"done {result.step}", flush=True)
     if result.interrupted is not None:

@@ -84,6 +84,7 @@ def test_training_state_refuses_pickled_objects(tmp_path: Path) -> None:
     model = _reference()
     save_checkpoint(tmp_path / "ck", model=model, run_config=RunConfig(model=model.config),
                     training_state={"step": 1})
+    (tmp_path / "ck" / "checksums.json").unlink()  # else the checksum refuses the replaced file first
     torch.save({"format": 1, "evil": TransformerXLError("x")}, tmp_path / "ck" / "training_state.pt")
     with pytest.raises(TransformerXLError, match="refusing"):
         load_training_state(tmp_path / "ck")

@@ -86,7 +86,7 @@ def test_kill9_three_times_then_resume_equals_uninterrupted(tmp_path: Path) -> N
     assert proc.returncode == 0, err
     assert out.split()[:2] == ["step", "3"] and out.strip().endswith(f"done {steps}")
     _assert_same_weights(tmp_path / "ref", run)
-    assert sorted(p.name for p in run.iterdir()) == ["best", "last", "metrics.jsonl"]  # nothing half-written
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "best", "last", "metrics.jsonl"]  # nothing half-written
 
 
 @pytest.mark.slow

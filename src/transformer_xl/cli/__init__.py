@@ -13,12 +13,23 @@ from typing import Sequence
 from ..config import TransformerXLError
 
 # Subcommand modules, in the order `txl --help` lists them.
-SUBCOMMANDS = ("prepare", "train", "eval", "score", "generate", "convert", "recl", "ablate", "analyze")
+SUBCOMMANDS = ("prepare", "train", "eval", "score", "generate", "convert", "recl", "ablate", "analyze", "plot")
+
+
+def _version() -> str:
+    """The installed distribution's version (pip install -e . in a git clone installs it too)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformer-xl")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+        return "unknown (not installed: pip install -e .)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="txl", description="Transformer-XL: train, evaluate, analyse and run long-context language models.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in SUBCOMMANDS:
@@ -30,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "threads"):  # every compute command has --threads (cli/flags.add_threads_flag)
+            from .flags import apply_threads
+
+            apply_threads(args)
         result = args.func(args)
     except TransformerXLError as exc:
         print(f"txl {args.command}: error: {exc}", file=sys.stderr)

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TransformerXLError
-from .flags import add_context_flags, add_span_flags, add_subcommand, grid_flags, one_line_errors, span_flags
+from .flags import (
+    add_context_flags,
+    add_span_flags,
+    add_subcommand,
+    add_threads_flag,
+    grid_flags,
+    one_line_errors,
+    span_flags,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -38,6 +46,7 @@ def register(subparsers: Any) -> None:
     position.add_argument("--batch-size", type=int, default=8, help="parallel streams (default 8)")
     position.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     position.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+    add_threads_flag(position)
     position.set_defaults(func=run_position)
 
     context = one_line_errors(kinds.add_parser("context", help="mean loss at each context length"))
@@ -54,6 +63,7 @@ def register(subparsers: Any) -> None:
     speed.add_argument("--vanilla-tokens", type=int, default=64, help="tokens timed for the window (default 64)")
     speed.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     speed.add_argument("--json", action="store_true", help="print the rows as JSON on the last line")
+    add_threads_flag(speed)
     speed.set_defaults(func=run_speed, max_tokens=0)
 
 

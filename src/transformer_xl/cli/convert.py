@@ -1,12 +1,21 @@
 """`txl convert`: move weights between our format and other Transformer-XL implementations.
 
-    txl convert --from hf --to ours SRC DST        Hugging Face TransfoXL directory -> our directory
-    txl convert --from ours --to hf SRC DST        ours -> a directory TransfoXLLMHeadModel loads
+    txl convert --from hf --to ours SRC DST        Hugging Face TransfoXL folder or hub id -> our directory
+    txl convert --from hf --to ours transfo-xl/transfo-xl-wt103 models/wt103
+    txl convert --from ours --to hf SRC DST        ours (checkpoint or run directory) -> a directory
+                                                   TransfoXLLMHeadModel loads
     txl convert --from original|nvidia --to ours SRC.pt DST --unsafe-pickle
 
 Nothing from SRC is executed: safetensors and JSON are read as data, a pytorch_model.bin with
-``weights_only=True``. Original/NVIDIA checkpoints are pickles of whole objects; they are read only with
-``--unsafe-pickle``, through an unpickler that refuses every class outside an allow-list.
+``weights_only=True``, Hugging Face's vocab.pkl / vocab.bin through an unpickler that turns every object
+it names into inert data and keeps only the symbol list. A hub id (owner/name) is fetched with
+huggingface_hub (only the config, weights and vocabulary files; HF_HUB_OFFLINE=1 uses the cache only).
+Original/NVIDIA checkpoints are pickles of whole objects; they are read only with ``--unsafe-pickle``,
+through an unpickler that refuses every class outside an allow-list.
+
+The vocabulary travels exactly (kind, every symbol, order, special tokens, normalisation): to a Hugging
+Face directory as our vocab.json, plus vocab.txt when TransfoXLTokenizer can read it the same way.
+Its size must equal the model's n_token.
 """
 
 from __future__ import annotations
@@ -34,48 +43,54 @@ def register(subparsers: Any) -> None:
                         help="allow reading an original/NVIDIA pickle (only classes on an allow-list are built); "
                              "use only for files you trust")
     parser.add_argument("--force", action="store_true", help="write into DST even if it is not empty")
-    parser.add_argument("src", type=Path, metavar="SRC")
+    parser.add_argument("--revision", help="hub revision (branch, tag or commit) when SRC is a hub id")
+    parser.add_argument("--cache-dir", type=Path, help="Hugging Face hub cache folder (default: huggingface_hub's)")
+    parser.add_argument("src", metavar="SRC", help="source folder, checkpoint or run directory, or hub id")
     parser.add_argument("dst", type=Path, metavar="DST")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.vocab import check_vocab_size
     from ..interop import hf
-    from ..pretrained import load_pretrained, load_vocabulary, save_pretrained
+    from ..interop.hf_vocab import load_hf_vocabulary, write_hf_vocabulary
+    from ..interop.hub import resolve_hf_source
+    from ..pretrained import check_torch_file, load_pretrained, load_vocabulary, save_pretrained
+    from ..runtime import resolve_checkpoint
 
     if args.dst.exists() and (not args.dst.is_dir() or (any(args.dst.iterdir()) and not args.force)):
         raise TransformerXLError(f"{args.dst} exists and is not an empty directory; choose another DST or "
                                  "pass --force")
+    if args.source in ("original", "nvidia") and Path(args.src).is_file():
+        check_torch_file(Path(args.src))  # code (TorchScript) is refused whatever the flags: say so first
     if args.source in ("original", "nvidia") and not args.unsafe_pickle:
         raise TransformerXLError(
             f"{args.source} checkpoints are pickles that could run code when loaded; re-run with "
             f"--unsafe-pickle if you trust {args.src} (only allow-listed classes are built)")
     if args.source == "hf":
-        model = hf.import_hf(args.src)
-        vocab = _vocab_from_text(args.src)
+        src = resolve_hf_source(args.src, revision=args.revision, cache_dir=args.cache_dir)
+        model = hf.import_hf(src)
+        vocab = load_hf_vocabulary(src)
     elif args.source == "ours":
-        model = load_pretrained(args.src)
-        vocab = load_vocabulary(args.src)
+        src = resolve_checkpoint(args.src)  # a checkpoint, or a run directory's best/ (else last/)
+        model = load_pretrained(src)
+        vocab = load_vocabulary(src)
     else:
         from ..interop import original
 
-        model = original.import_original(args.src, flavour=args.source, unsafe_pickle=True)
+        src = Path(args.src)
+        model = original.import_original(src, flavour=args.source, unsafe_pickle=True)
         vocab = None
+    check_vocab_size(vocab, model.config.n_token, source=src)  # before anything is written
     if args.target == "ours":
         save_pretrained(model, args.dst, vocab=vocab)
     else:
-        hf.export_hf(model, args.dst, vocab_symbols=None if vocab is None else list(vocab.symbols))
-    print(f"wrote {args.dst} ({args.target}): {model.num_parameters():,} parameters, "
-          f"{model.config.n_layer} layers, vocabulary {model.config.n_token}"
-          + (", with its vocabulary" if vocab is not None else ""))
+        hf.export_hf(model, args.dst)
+        if vocab is not None:
+            write_hf_vocabulary(vocab, args.dst)
+    described = "" if vocab is None else (f", with its {vocab.kind} vocabulary"
+                                          + ("" if vocab.normalization == "none" else
+                                             f" ({vocab.normalization} tokenization)"))
+    print(f"wrote {args.dst} ({args.target}) from {src}: {model.num_parameters():,} parameters, "
+          f"{model.config.n_layer} layers, vocabulary {model.config.n_token}{described}")
     return 0
-
-
-def _vocab_from_text(directory: Path) -> Any | None:
-    """A Hugging Face directory's text vocabulary (vocab.txt) as our Vocabulary; vocab.pkl is never read."""
-    path = directory / "vocab.txt"
-    if not path.exists():
-        return None
-    from ..data.vocab import Vocabulary
-
-    return Vocabulary.load(path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,15 +20,50 @@ from typing import Sequence
 from ..config import TransformerXLError
 
 PROMPT = "def "
+MIN_STEPS = 1200  # fewer and memory's gain is a few per cent, the sample junk: a slow machine takes longer
+BUSY_FRACTION = 0.5  # trained fewer than this share of the planned steps: the machine got busier
+MIN_GAIN_PERCENT = 5.0  # a quiet machine gains ~16 %; below this an undertrained model shows nothing
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _calibrate(config_path: str, budget: float) -> tuple[int, float]:
-    """Steps that fit ``budget`` seconds: time a few optimiser steps of the configured model. The
-    schedule is a function of the step, so the run is sized in steps (and stays reproducible)."""
+def _calibrate(config_path: str, budget: float) -> tuple[int, float, int]:
+    """(steps that fit ``budget`` seconds, seconds per step, threads): time a few optimiser steps of the
+    configured model with the CPUs this process may use and with one thread, and keep the faster. On a
+    machine that other jobs share, one thread can be many times faster than several fighting for the same
+    cores. The schedule is a function of the step, so the run is sized in steps (and stays reproducible)."""
+    from ..runtime import default_threads, set_threads
+
+    candidates = sorted({default_threads(), 1}, reverse=True)
+    timings = []
+    for threads in candidates:
+        set_threads(threads)
+        timings.append((_time_steps(config_path), threads))
+    step_seconds, threads = min(timings)
+    if len(timings) > 1:
+        _say("   calibration: " + ", ".join(f"{t} thread{'s' * (t > 1)} {s * 1000:.0f} ms/step" for s, t in timings))
+    set_threads(threads)
+    config_steps = _config_max_steps(config_path)
+    steps = int(budget / step_seconds)
+    return max(min(MIN_STEPS, config_steps), min(steps, config_steps)), step_seconds, threads
+
+
+def _config_max_time(config_path: str) -> float:
+    from ..config import TrainConfig, load_toml
+
+    return float(load_toml(config_path).get("train", {}).get("max_time", TrainConfig().max_time))
+
+
+def _config_max_steps(config_path: str) -> int:
+    from ..config import TrainConfig, load_toml
+
+    return int(load_toml(config_path).get("train", {}).get("max_steps", TrainConfig().max_steps))
+
+
+def _time_steps(config_path: str) -> float:
+    """Seconds per optimiser step of the configured model (after warm-up, a low quantile)."""
     import torch
 
     from ..config import RunConfig, load_toml
@@ -51,9 +85,7 @@ def _calibrate(config_path: str, budget: float) -> tuple[int, float]:
         optimizer.step()
         optimizer.zero_grad()
         times.append(time.perf_counter() - start)
-    step_seconds = sorted(times[2:])[1]  # after warm-up; a low quantile resists a momentary hiccup
-    steps = int(budget / step_seconds)
-    return max(50, min(steps, config.train.max_steps)), step_seconds
+    return sorted(times[2:])[1]  # after warm-up; a low quantile resists a momentary hiccup
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -71,17 +103,35 @@ def _run(args: argparse.Namespace) -> int:
     prepared = prepare_corpus("pystdlib", None, data, level=args.level, progress=False)
     _say(prepared.summary())
 
-    steps, step_seconds = _calibrate(args.config, args.train_seconds)
-    _say(f"\n== 2/4 train      txl train --data {data} --out {run} --config {args.config} --train.max_steps {steps}")
-    _say(f"   ({step_seconds * 1000:.0f} ms per step on this machine now: {steps} steps for a "
-         f"~{args.train_seconds:.0f} s budget; train.max_time stops it early if the machine gets busier)")
-    if run.exists():
-        shutil.rmtree(run)  # a fresh run each time: the demo shows a whole training
+    _say("\n== 2/4 train      (timing a few steps first)")
+    steps, step_seconds, threads = _calibrate(args.config, args.train_seconds)
+    _say(f"   txl train --data {data} --out {run} --config {args.config} --train.max_steps {steps} "
+         f"--threads {threads} --overwrite")  # (+ --train.max_time from the measured speed)
+    needed = steps * step_seconds
+    max_time = max(_config_max_time(args.config), 1.5 * needed)  # room for hiccups, not for a machine twice as busy
+    if needed > 1.2 * args.train_seconds:
+        _say(f"   ({step_seconds * 1000:.0f} ms per step on this machine now, slower than the "
+             f"~{args.train_seconds:.0f} s budget allows: the {steps} steps the demo needs to show memory at work "
+             f"take ~{needed / 60:.1f} min; "
+             f"train.max_time {max_time:.0f} s stops it if the machine gets busier still)")
+    else:
+        _say(f"   ({step_seconds * 1000:.0f} ms per step on this machine now: {steps} steps for a "
+             f"~{args.train_seconds:.0f} s budget; train.max_time stops it early if the machine gets busier)")
+    train_started = time.perf_counter()
     code = txl(["train", "--data", str(data), "--out", str(run), "--config", args.config,
-                "--train.max_steps", str(steps)])
+                "--train.max_steps", str(steps), "--train.max_time", f"{max_time:.0f}", "--threads", str(threads),
+                "--overwrite",
+                "--expected-step-seconds", f"{step_seconds:.6f}"])  # a fresh run each time: a whole training
     if code:
         return code
     train_seconds = time.perf_counter() - started
+    trained = _trained_steps(run)
+    busy = trained < BUSY_FRACTION * steps
+    if busy:
+        actual = (time.perf_counter() - train_started) / max(trained, 1)
+        _say(f"\n   THE MACHINE WAS TOO BUSY: training reached step {trained} of the {steps} planned before "
+             f"train.max_time ({actual:.2f} s per step instead of the {step_seconds:.2f} s measured just before; "
+             "another process is using these cores). The numbers below come from an undertrained model.")
 
     _say("\n== 3/4 evaluate   bits per character on the test split, same segments, different memory")
     loaded = load_checkpoint(run / "last")
@@ -112,11 +162,12 @@ def _run(args: argparse.Namespace) -> int:
     tokens = list(generate(model, [int(t) for t in vocab.encode(PROMPT)], max_new_tokens=args.sample_tokens,
                            temperature=0.8, top_p=0.95, seed=0, span=span))
     sample = PROMPT + vocab.decode(tokens)
-    _say(sample)
+    _say(sample if not busy else sample + "\n   (from the undertrained model: expect junk)")
 
-    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    trained_steps = max((r["step"] for r in steps), default=0)
-    results = {"corpus": "pystdlib", "level": args.level, "model": run_config.model.to_dict(),
+    trained_steps = trained
+    results = {"machine_too_busy": busy, "planned_steps": steps, "threads": threads,
+               "calibrated_step_seconds": round(step_seconds, 4),
+               "corpus": "pystdlib", "level": args.level, "model": run_config.model.to_dict(),
                "steps": trained_steps, "train_seconds": round(train_seconds, 1),
                "total_seconds": round(time.perf_counter() - started, 1), "eval": rows,
                "improvement_bpc": gain, "sample": sample}
@@ -131,10 +182,38 @@ def _run(args: argparse.Namespace) -> int:
         + f"\n\nMemory improves bpc by {gain:.4f}.\n\nSample:\n\n```\n{sample}\n```\n", encoding="utf-8")
     _say(f"\nresults written to {out / 'results.json'} and {out / 'results.md'} "
          f"({time.perf_counter() - started:.0f} s in all)")
+    _plot(run, out)
+    if busy and 100 * gain / base < MIN_GAIN_PERCENT:
+        print(f"demo: the machine was too busy to train enough ({trained} of {steps} steps): memory gained only "
+              f"{100 * gain / base:.1f}%, which says nothing. Run `make demo` again when the machine is quieter, "
+              "or give it longer: DEMO_ARGS='--train-seconds 600' make demo", file=sys.stderr)
+        return 3
     if gain <= 0:
         print("demo: error: memory did not improve bits per character", file=sys.stderr)
         return 1
+    if 100 * gain / base < MIN_GAIN_PERCENT:
+        _say(f"   note: memory gained only {100 * gain / base:.1f}% here ({trained} steps); a quiet machine trains "
+             "more steps in the budget and shows ~15%")
     return 0
+
+
+def _trained_steps(run: Path) -> int:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return max((r["step"] for r in rows if isinstance(r.get("step"), int)), default=0)
+
+
+def _plot(run: Path, out: Path) -> None:
+    """OUT/loss.png when matplotlib is installed; otherwise say how to get it."""
+    from ..config import TransformerXLError
+    from .plot import INSTALL_HINT, plot_runs
+
+    try:
+        path = plot_runs([run], out / "loss.png")
+    except TransformerXLError as exc:
+        _say(f"(no loss plot: {exc})" if "matplotlib" not in str(exc) else
+             f"(no loss plot: matplotlib is not installed; {INSTALL_HINT}; then txl plot {run})")
+        return
+    _say(f"loss curves: {path}   (txl plot {run})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

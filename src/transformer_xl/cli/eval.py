@@ -13,14 +13,14 @@ tokens already have a full memory.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..config import EvalConfig
-from .flags import add_span_flags, add_subcommand, span_flags
+from .flags import add_span_flags, add_subcommand, add_threads_flag, span_flags
+from .jsonout import json_line
 
 
 def register(subparsers: Any) -> None:
@@ -43,6 +43,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--per-token", metavar="FILE", help="write the per-token losses (nats) as .npy")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+    add_threads_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         line += f", bpc {result.bpc:.4f}"
     print(line)
     if args.json:
-        print(json.dumps({"checkpoint": str(loaded.path), "split": args.split,
+        print(json_line({"checkpoint": str(loaded.path), "split": args.split,
                           "sliding_window": bool(args.sliding_window), "span": used, **result.to_dict(),
                           "partial": result.partial}))
     return 0

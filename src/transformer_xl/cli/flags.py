@@ -68,8 +68,22 @@ def field_help(cls: type) -> dict[str, str]:
         return {}
     out = {}
     for match in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, flags=re.M):
-        out.setdefault(match.group(1), match.group(2).strip())
+        out.setdefault(match.group(1), _list_choices(match.group(2).strip()))
     return out
+
+
+def _list_choices(text: str) -> str:
+    """Spell out a "one of NAME" reference to a tuple constant of config.py as its values."""
+    constants = vars(sys.modules[ConfigError.__module__])  # transformer_xl.config
+
+    def spell(match: re.Match[str]) -> str:
+        values = constants.get(match.group(1))
+        if not isinstance(values, tuple) or not all(isinstance(v, str) for v in values):
+            return match.group(0)
+        return "one of " + ", ".join(values)
+
+    text = re.sub(r"one of ([A-Z][A-Z_]+)(?::[^()]*$)?", spell, text)
+    return text
 
 
 def add_config_flags(parser: argparse.ArgumentParser, section: str, cls: type, *,
@@ -155,6 +169,25 @@ def span_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name, None) for name in ("seg_len", "mem_len", "clamp_len", "same_length")}
 
 
+# Threads: the same flag on every command that computes -----------------------------------------------------
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    """--threads N: torch CPU threads (default: the CPUs this process may use, shared by torchrun's local
+    processes). Read it back with :func:`apply_threads`."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: the CPUs this process may use; on a machine "
+                             "that other jobs share, fewer threads can be much faster, e.g. --threads 1)")
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    """Set torch's thread count from --threads (or its default); the count."""
+    from ..runtime import set_threads
+
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    return set_threads(threads)
+
+
 def add_context_flags(parser: argparse.ArgumentParser, *, data: bool = True) -> None:
     """The flags of a loss-by-context analysis (txl recl, ablate, analyze context)."""
     if data:
@@ -169,6 +202,7 @@ def add_context_flags(parser: argparse.ArgumentParser, *, data: bool = True) -> 
     parser.add_argument("--batch-size", type=int, default=8, help="parallel streams / windows (default 8)")
     parser.add_argument("--cache", help="per-token loss cache (default: OUT/cache)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    add_threads_flag(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
 

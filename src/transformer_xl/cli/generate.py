@@ -15,12 +15,13 @@ import argparse
 import codecs
 import itertools
 import json
+import os
 import sys
 import time
 from typing import Any
 
 from ..config import TransformerXLError
-from .flags import add_span_flags, add_subcommand, span_flags
+from .flags import add_span_flags, add_subcommand, add_threads_flag, span_flags
 
 
 def register(subparsers: Any) -> None:
@@ -40,6 +41,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     add_span_flags(parser)
+    add_threads_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -47,29 +49,61 @@ MAX_NEW_TOKENS = 10_000_000  # a bound that still means hours of sampling; beyon
 
 
 class TextStream:
-    """Turns token ids into text piece by piece (a UTF-8 character may span several byte tokens;
-    words need spaces between them)."""
+    """Turns token ids into text piece by piece: a UTF-8 character may span several byte tokens; words
+    need spaces between them, and a WikiText vocabulary detokenizes (``Hello , world`` -> ``Hello, world``).
 
-    def __init__(self, vocab: Any) -> None:
+    Words are shown as the vocabulary decodes the current line: only the part that the last two decodings
+    agree on is printed, the rest when the line ends. ``context``: the prompt's ids, whose last line the
+    continuation extends (so the first word gets its space, or none before punctuation)."""
+
+    def __init__(self, vocab: Any, context: list[int] | None = None) -> None:
         self.vocab = vocab
         self.bytes = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.line_start = True
+        self.line: list[int] = []
+        self.shown = ""  # text of the current line printed so far (or given by the prompt)
+        self.previous = ""
+        if vocab.kind == "word" and context:
+            for token in context:
+                if self._ends_line(token):
+                    self.line = []
+                else:
+                    self.line.append(token)
+            self.shown = self.previous = self._line_text()
+
+    def _ends_line(self, token: int) -> bool:
+        return token == self.vocab.eos_id or (self.vocab.lines == "sentence" and token == self.vocab.bos_id)
+
+    def _line_text(self) -> str:
+        return self.vocab.decode(self.line) if self.line else ""
 
     def push(self, token: int) -> str:
         if self.vocab.kind == "byte":
             return self.bytes.decode(bytes([token]))
-        text = self.vocab.decode([token])
         if self.vocab.kind == "char":
-            return text
-        if text in ("", "\n") or text.endswith("\n"):
-            self.line_start = True
-            return text
-        piece = text if self.line_start else " " + text
-        self.line_start = False
+            return self.vocab.decode([token])
+        if self._ends_line(token):
+            rest = self.flush()
+            self.line, self.shown, self.previous = [], "", ""
+            return rest + "\n"
+        self.line.append(token)
+        current = self._line_text()
+        if self.vocab.normalization == "none":
+            stable = current  # words joined by spaces: a new word never changes the text before it
+        else:  # detokenized text may still change at its end (spacing around the next word)
+            stable = os.path.commonprefix([self.previous, current]) if self.line[:-1] else ""
+        self.previous = current
+        return self._show(stable)
+
+    def _show(self, text: str) -> str:
+        if len(text) <= len(self.shown) or not text.startswith(self.shown):
+            return ""
+        piece, self.shown = text[len(self.shown):], text
         return piece
 
     def flush(self) -> str:
-        return self.bytes.decode(b"", final=True) if self.vocab.kind == "byte" else ""
+        if self.vocab.kind == "byte":
+            return self.bytes.decode(b"", final=True)
+        return self._show(self._line_text()) if self.vocab.kind == "word" else ""
 
 
 def _read_prompt(args: argparse.Namespace) -> str | None:
@@ -85,31 +119,33 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..generation import generate
+    from ..data.vocab import check_vocab_size
+    from ..generation import encode_prompt, generate
     from ..runtime import load_checkpoint, resolve_device, resolve_span
 
     loaded = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
     model, vocab = loaded.model, loaded.vocab
     if vocab is None:
         raise TransformerXLError(f"{args.checkpoint} has no vocab.json: cannot encode a prompt for it")
+    check_vocab_size(vocab, model.config.n_token, source=loaded.path)
     span = resolve_span(model.config, loaded.saved_eval, **span_flags(args))
     if args.max_new_tokens > MAX_NEW_TOKENS:
         raise TransformerXLError(f"--max-new-tokens {args.max_new_tokens} is more than {MAX_NEW_TOKENS:,}; "
                                  "generate in several calls (or stop a long run with Ctrl-C)")
     text = _read_prompt(args)
-    if text:
-        prompt = [int(t) for t in vocab.encode(text)]
+    if text is not None:
+        if not text or (vocab.kind == "word" and not text.strip()):
+            raise TransformerXLError("the prompt is empty: give some text with --prompt/--prompt-file, or leave "
+                                     "both out to start at the beginning of a line")
+        prompt = encode_prompt(vocab, text)
         unknown = sum(1 for t in prompt if t == getattr(vocab, "unk_id", None))
         if unknown:  # not silent: the continuation conditions on <unk>, not on what the user typed
             print(f"txl generate: warning: {unknown} prompt symbol(s) are not in the vocabulary and were "
                   "replaced by <unk>", file=sys.stderr, flush=True)
-        if vocab.kind == "word" and vocab.eos_id is not None and prompt and prompt[-1] == vocab.eos_id \
-                and not text.endswith("\n"):
-            prompt = prompt[:-1]  # encode() ends every line; a prompt continues its last line
     else:
         start = vocab.eos_id if vocab.eos_id is not None else (vocab.encode("\n")[:1].tolist() or [0])[0]
         prompt, text = [int(start)], ""
-    stream = TextStream(vocab)
+    stream = TextStream(vocab, context=prompt)
     pieces: list[str] = []
     out = sys.stdout
     started = time.perf_counter()
@@ -120,9 +156,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"txl generate: span {span.describe()}; prompt {len(prompt):,} tokens", file=sys.stderr, flush=True)
     if args.echo:
         out.write(text)
-    count = 0
+    ids: list[int] = []
     for token in itertools.chain([] if first is None else [first], tokens):
-        count += 1
+        ids.append(token)
         piece = stream.push(token)
         if piece:
             pieces.append(piece)
@@ -133,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     out.write(tail + "\n")
     elapsed = time.perf_counter() - started
     if args.json:
-        print(json.dumps({"prompt": text, "text": "".join(pieces), "tokens": count,
-                          "tokens_per_s": count / max(elapsed, 1e-9), "seed": args.seed, "span": span.to_dict()}))
+        print(json.dumps({"prompt": text, "text": "".join(pieces), "tokens": len(ids), "ids": ids,
+                          "prompt_ids": prompt, "tokens_per_s": len(ids) / max(elapsed, 1e-9), "seed": args.seed,
+                          "span": span.to_dict()}))
     return 0

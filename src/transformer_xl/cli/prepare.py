@@ -6,7 +6,8 @@
     txl prepare --corpus pystdlib --level byte --out data/pystdlib   # no download needed
 
 Prints tokens per split, the vocabulary size and the out-of-vocabulary rate; ``--json`` also prints them
-as one JSON object on the last line. Re-running with the same inputs reuses the cache.
+as one JSON object on the last line. Re-running with the same inputs reuses the cache. One process at a
+time prepares an --out (a second one stops with "OUT is in use by process N").
 """
 
 from __future__ import annotations
@@ -53,11 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
         resolve_corpus(args.corpus, None)
         raise AssertionError("unreachable")  # pragma: no cover
-    prepared = prepare_corpus(config.corpus, config.path, config.out_dir, level=config.level,
-                              min_freq=config.min_freq, max_vocab=config.max_vocab, lower=config.lower,
-                              errors=config.errors, progress=not args.no_progress,
-                              valid_fraction=config.valid_fraction, test_fraction=config.test_fraction,
-                              vocab_file=config.vocab_file, force=args.force)
+    from ..locks import DirectoryLock
+
+    with DirectoryLock(config.out_dir, what="data directory"):  # two prepares on one --out would mix their files
+        prepared = prepare_corpus(config.corpus, config.path, config.out_dir, level=config.level,
+                                  min_freq=config.min_freq, max_vocab=config.max_vocab, lower=config.lower,
+                                  errors=config.errors, progress=not args.no_progress,
+                                  valid_fraction=config.valid_fraction, test_fraction=config.test_fraction,
+                                  vocab_file=config.vocab_file, force=args.force)
     print(prepared.summary())
     if args.json:
         splits = {name: {"tokens": info["tokens"], "oov": info["oov"],

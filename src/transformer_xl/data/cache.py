@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .corpora import SPLITS, CorpusSpec, Source, resolve_corpus
-from .vocab import DataError, Vocabulary
+from .vocab import DataError, Vocabulary, read_regular_file
 
 __all__ = ["PreparedCorpus", "prepare_corpus", "load_prepared", "CACHE_VERSION"]
 
@@ -228,11 +228,11 @@ def _build_words(spec: CorpusSpec, reader: _Reader, *, min_freq: int, max_vocab:
     pairs = list(zip(symbols, counts.tolist()))
     specials = dict(spec.specials)
     vocab = Vocabulary.from_counts("word", pairs, specials=specials, lines=spec.lines, lower=spec.lower,
-                                   min_freq=min_freq, max_size=max_vocab)
+                                   min_freq=min_freq, max_size=max_vocab, normalization=spec.normalization)
     if len(vocab) - len(specials) < len(set(symbols) - set(specials.values())) and vocab.unk_id is None:
         specials["unk"] = "<unk>"  # some words were dropped: they need somewhere to go
         vocab = Vocabulary.from_counts("word", pairs, specials=specials, lines=spec.lines, lower=spec.lower,
-                                       min_freq=min_freq, max_size=max_vocab)
+                                       min_freq=min_freq, max_size=max_vocab, normalization=spec.normalization)
     unk = vocab.unk_id
     index = {s: i for i, s in enumerate(vocab.symbols)}
     lut = np.array([index.get(s, -1 if unk is None else unk) for s in symbols], dtype=np.int64)
@@ -311,17 +311,58 @@ class PreparedCorpus:
 
 def _read_meta(out: Path) -> dict[str, Any]:
     file = out / "meta.json"
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(file):
+        if out.is_file():
+            raise DataError(f"{out} is a file, not a prepared corpus directory; run `txl prepare --corpus text "
+                            f"--path {out} --out DIR` and pass DIR")
         raise DataError(f"no prepared corpus in {out} (looked for meta.json, vocab.json, train.npy, valid.npy, "
-                        "test.npy); run `txl prepare --corpus NAME --path SRC --out DIR` first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+                        "test.npy); run `txl prepare --corpus NAME --path SRC --out DIR` first")
+    raw = read_regular_file(file, what="prepared-corpus metadata", limit=64 << 20)
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise DataError(f"{file} is damaged (not valid JSON); run txl prepare again") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{file} is damaged (not a JSON object); run txl prepare again")
     if meta.get("format") != "transformer-xl-prepared" or meta.get("version") != CACHE_VERSION:
-        raise DataError(f"{file} is not a prepared corpus of this version (format {meta.get('format')!r}, "
-                        f"version {meta.get('version')!r}); run txl prepare again")
+        raise DataError(f"{file} is not a prepared corpus of this version (format {meta.get('format')!r:.40}, "
+                        f"version {meta.get('version')!r:.20}); run txl prepare again")
+    _check_meta(meta, file)
     return meta
+
+
+def _check_meta(meta: dict[str, Any], file: Path) -> None:
+    """One-line errors for a meta.json whose fields are missing or of the wrong type."""
+    def damaged(what: str) -> DataError:
+        return DataError(f"{file} is damaged ({what}); run txl prepare again")
+
+    for key in ("corpus", "level"):
+        if not isinstance(meta.get(key), str):
+            raise damaged(f"{key!r} is not a string")
+    vocab = meta.get("vocab")
+    if not isinstance(vocab, dict) or not isinstance(vocab.get("sha256"), str):
+        raise damaged("no vocabulary hash")
+    splits = meta.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        raise damaged("no table of splits")
+    for name, info in splits.items():
+        if not isinstance(info, dict):
+            raise damaged(f"split {name!r} is not an object")
+        tokens, oov = info.get("tokens"), info.get("oov", 0)
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise damaged(f"split {name!r} has no token count")
+        if isinstance(oov, bool) or not isinstance(oov, int) or oov < 0:
+            raise damaged(f"split {name!r} has a bad out-of-vocabulary count")
+        file_name = info.get("file")
+        if not isinstance(file_name, str) or Path(file_name).name != file_name or file_name in ("", ".", ".."):
+            raise damaged(f"split {name!r} names no file of the directory")
+        if info.get("dtype") not in ("uint8", "uint16", "uint32", "uint64"):
+            raise damaged(f"split {name!r} has dtype {info.get('dtype')!r:.20}")
+        if info.get("sentences") is not None and (isinstance(info["sentences"], bool)
+                                                  or not isinstance(info["sentences"], int)):
+            raise damaged(f"split {name!r} has a bad sentence count")
+    if not isinstance(meta.get("notes", []), list):
+        raise damaged("'notes' is not a list")
 
 
 def load_prepared(out: str | Path) -> PreparedCorpus:
@@ -336,12 +377,14 @@ def load_prepared(out: str | Path) -> PreparedCorpus:
     splits: dict[str, np.ndarray] = {}
     for name, info in meta["splits"].items():
         file = out / info["file"]
+        if info["tokens"] and os.path.exists(file) and not file.is_file():
+            raise DataError(f"{file} is not a regular file (a folder, device or FIFO); run txl prepare again")
         try:
             arr = np.load(file, mmap_mode="r", allow_pickle=False) if info["tokens"] else \
                 np.zeros(0, dtype=info["dtype"])
         except FileNotFoundError:
             raise DataError(f"{file} is missing from the prepared corpus; run txl prepare again") from None
-        except ValueError as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise DataError(f"{file} is truncated or damaged ({exc}); expected {info['tokens']:,} tokens; "
                             "run txl prepare again") from None
         if arr.ndim != 1 or len(arr) != info["tokens"] or str(arr.dtype) != info["dtype"]:
@@ -389,15 +432,20 @@ def prepare_corpus(corpus: str, path: str | Path | None, out: str | Path, *, lev
         raise DataError(f"errors must be 'strict' or 'replace', got {errors!r}")
     if min_freq < 1 or (max_vocab is not None and max_vocab < 1):
         raise DataError(f"need min_freq >= 1 and max_vocab >= 1, got {min_freq}, {max_vocab}")
-    spec = resolve_corpus(corpus, path, level=level, lower=lower, valid_fraction=valid_fraction,
-                          test_fraction=test_fraction, vocab_file=vocab_file)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; give a directory for the prepared corpus")
+    spec = resolve_corpus(corpus, path, level=level, lower=lower, valid_fraction=valid_fraction,
+                          test_fraction=test_fraction, vocab_file=vocab_file, exclude=out)
+    # The cache key holds the content of every input: the options, the vocabulary file's sha256 (an edited
+    # --vocab file re-encodes), and below the sources (size and times, then their sha256 when those differ).
     request = {"corpus": corpus, "level": spec.level, "min_freq": min_freq, "max_vocab": max_vocab,
                "lower": spec.lower, "errors": errors, "valid_fraction": valid_fraction,
-               "test_fraction": test_fraction, "vocab_file": str(Path(spec.vocab_file).resolve())
+               "test_fraction": test_fraction,
+               "vocab_sha256": hashlib.sha256(read_regular_file(spec.vocab_file, what="vocabulary file")).hexdigest()
                if spec.vocab_file else None}
+    if spec.normalization != "none":  # a cache from before vocabularies recorded it is rebuilt once
+        request["normalization"] = spec.normalization
     keys = _source_keys(spec)
     if not force and (out / "meta.json").is_file():
         cached = _reusable(out, request, keys, spec)

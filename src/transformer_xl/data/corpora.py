@@ -83,10 +83,13 @@ class Source:
         return max(0, end - self.start)
 
     def stat_key(self) -> dict[str, object]:
-        """Identifies the bytes cheaply (size and modification time); the cache also stores a sha256."""
+        """Identifies the bytes cheaply: size, modification and status-change times (any write moves the
+        change time, which no tool sets back). When the key differs the cache compares the sha256 of the
+        content, so a copied or touched but unchanged file is still reused."""
         st = self.path.stat()
         return {"path": str(self.path.resolve()), "member": self.member, "start": self.start, "end": self.end,
-                "file_size": st.st_size, "mtime_ns": st.st_mtime_ns}
+                "file_size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                "inode": st.st_ino}
 
     def iter_blocks(self, block: int = 1 << 23) -> Iterator[bytes]:
         remaining = None if self.end is None else self.end - self.start
@@ -123,6 +126,7 @@ class CorpusSpec:
     vocab_file: Path | None = None  # a given vocabulary (lm1b's 1b_word_vocab.txt, or --vocab)
     char_unk: bool = False  # char level: reserve <unk> for characters unseen in train
     sentences: bool = False  # store sentence starts (lm1b: shuffled per epoch)
+    normalization: str = "none"  # word level: how raw text is read later (recorded in a vocabulary built here)
     notes: list[str] = field(default_factory=list)
 
 
@@ -213,29 +217,43 @@ def _split_fixed(name: str, source: Source, total: int, notes: list[str]) -> dic
             "test": [Source(source.path, source.member, b, total)]}
 
 
-def _boundary(sources: list[Source], sizes: list[int], offset: int, *, lines: bool) -> int:
-    """``offset`` moved forward to just after the next line end (or, failing that, a UTF-8 character
-    start) so that a fraction split never cuts a line or a character in two. Byte level: unchanged."""
-    if not lines:
+def _boundary(sources: list[Source], sizes: list[int], offset: int, *, level: str, split: str) -> int:
+    """``offset`` moved forward to just after the next line end so that a fraction split never cuts a line
+    in two; with no line end before the end of the last file, char level cuts at the next UTF-8 character
+    start and word level raises a DataError that says so. Byte level: unchanged."""
+    if level == "byte":
         return offset
-    base = 0
+    base, total = 0, sum(sizes)
     for src, size in zip(sources, sizes):
         if offset < base + size:
             local = offset - base
-            data = Source(src.path, src.member, src.start + local, src.start + size).read()
-            nl = data.find(b"\n")
+            nl, pos = -1, src.start + local
+            for block in Source(src.path, src.member, pos, src.start + size).iter_blocks(1 << 20):
+                found = block.find(b"\n")
+                if found >= 0:
+                    nl = pos - src.start - local + found
+                    break
+                pos += len(block)
             if nl >= 0:
                 return offset + nl + 1
-            return base + size  # no line end left in this file: cut at its end
+            if base + size < total:
+                return base + size  # no line end left in this file: cut at its end, the next file starts fresh
+            if level == "char":
+                data = Source(src.path, src.member, src.start + local, src.start + min(size, local + 8)).read()
+                step = next((i for i, b in enumerate(data) if b & 0xC0 != 0x80), len(data))
+                return offset + step
+            raise DataError(f"text: no line end in the last {total - offset:,} bytes of {src.label} to cut the "
+                            f"{split} split at (one long line?); add line breaks, give a folder with train.txt, "
+                            "valid.txt and test.txt, or prepare it with --level char or --level byte")
         base += size
     return offset
 
 
-def _split_fraction(sources: list[Source], valid: float, test: float, *, lines: bool) -> dict[str, list[Source]]:
+def _split_fraction(sources: list[Source], valid: float, test: float, *, level: str) -> dict[str, list[Source]]:
     sizes = [s.size() for s in sources]
     total = sum(sizes)
-    cut_a = _boundary(sources, sizes, int(total * (1.0 - valid - test)), lines=lines)
-    cut_b = max(cut_a, _boundary(sources, sizes, int(total * (1.0 - test)), lines=lines))
+    cut_a = _boundary(sources, sizes, int(total * (1.0 - valid - test)), level=level, split="valid")
+    cut_b = max(cut_a, _boundary(sources, sizes, int(total * (1.0 - test)), level=level, split="test"))
     out: dict[str, list[Source]] = {s: [] for s in SPLITS}
     base = 0
     for src, size in zip(sources, sizes):
@@ -249,20 +267,30 @@ def _split_fraction(sources: list[Source], valid: float, test: float, *, lines: 
     return out
 
 
-def _text_files(path: str | Path) -> list[Source]:
-    """A file, every non-hidden file under a folder (sorted), or the files a glob pattern matches (sorted)."""
+def _under(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    resolved = path.resolve()
+    return resolved == folder or folder in resolved.parents
+
+
+def _text_files(path: str | Path, exclude: Path | None = None) -> list[Source]:
+    """A file, every non-hidden file under a folder (sorted), or the files a glob pattern matches (sorted);
+    nothing under ``exclude`` (the prepared corpus's own --out, which may lie inside the corpus folder)."""
     p = Path(path).expanduser()
     if p.is_file():
         return [Source(p)]
     if p.is_dir():
         files = []
         for root, dirs, names in os.walk(p):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _under(Path(root) / d, exclude))
             files.extend(Path(root) / n for n in sorted(names) if not n.startswith("."))
+        files = [f for f in files if not _under(f, exclude)]
         if not files:
             raise DataError(f"text: folder {p} holds no files; put your .txt files there or pass a file")
         return [Source(f) for f in sorted(files)]
-    matches = sorted(m for m in globlib.glob(str(p), recursive=True) if Path(m).is_file())
+    matches = sorted(m for m in globlib.glob(str(p), recursive=True)
+                     if Path(m).is_file() and not _under(Path(m), exclude))
     if not matches:
         raise DataError(f"text: {p} is neither a file, a folder, nor a glob pattern that matches files")
     return [Source(Path(m)) for m in matches]
@@ -315,8 +343,22 @@ def _pystdlib_splits() -> dict[str, list[Source]]:
 # --------------------------------------------------------------------------------------------------
 def resolve_corpus(corpus: str, path: str | Path | None, *, level: str | None = None, lower: bool = False,
                    valid_fraction: float = 0.05, test_fraction: float = 0.05,
-                   vocab_file: str | Path | None = None) -> CorpusSpec:
-    """The files and rules of ``corpus`` (one of :data:`CORPORA`) found at ``path``."""
+                   vocab_file: str | Path | None = None, exclude: str | Path | None = None) -> CorpusSpec:
+    """The files and rules of ``corpus`` (one of :data:`CORPORA`) found at ``path``. ``exclude``: the output
+    folder of the prepared corpus; nothing under it is ever read as text (it may lie inside ``path``)."""
+    excluded = Path(exclude).expanduser().resolve() if exclude is not None else None
+    spec = _resolve_corpus(corpus, path, level=level, lower=lower, valid_fraction=valid_fraction,
+                           test_fraction=test_fraction, vocab_file=vocab_file, exclude=excluded)
+    for split, sources in spec.splits.items():
+        for src in sources:
+            if _under(src.path, excluded):
+                raise DataError(f"{corpus}: the {split} file {src.path} lies inside --out {exclude}, which the "
+                                "prepared corpus is written to; choose an --out outside the corpus files")
+    return spec
+
+
+def _resolve_corpus(corpus: str, path: str | Path | None, *, level: str | None, lower: bool, valid_fraction: float,
+                    test_fraction: float, vocab_file: str | Path | None, exclude: Path | None) -> CorpusSpec:
     if corpus not in CORPORA:
         raise DataError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPORA)}")
     info = CORPORA[corpus]
@@ -331,8 +373,9 @@ def resolve_corpus(corpus: str, path: str | Path | None, *, level: str | None = 
         names = {s: f"wiki.{s}.tokens" for s in SPLITS}
         splits = _named_files(corpus, p, names, [corpus, f"{corpus}-v1"])
         # Paper / original release: case kept, <eos> at every line end, vocabulary from train.
+        # The corpus is already tokenized; raw text given to the model later is tokenized the same way.
         return CorpusSpec(corpus, "word", splits, lines="eos", lower=lower, specials={"eos": "<eos>"},
-                          vocab_file=given_vocab, notes=notes)
+                          vocab_file=given_vocab, notes=notes, normalization="wikitext")
     if corpus == "ptb":
         p = _need_path(corpus, path)
         splits = _named_files(corpus, p, {s: f"ptb.{s}.txt" for s in SPLITS}, ["data", "simple-examples/data"])
@@ -381,7 +424,7 @@ def resolve_corpus(corpus: str, path: str | Path | None, *, level: str | None = 
             splits = {s: [Source(f)] for s, f in named.items()}
             notes.append(f"text: splits from {p}/train.txt, valid.txt, test.txt")
         else:
-            splits = _split_fraction(_text_files(p), valid_fraction, test_fraction, lines=level != "byte")
+            splits = _split_fraction(_text_files(p, exclude), valid_fraction, test_fraction, level=level)
     specials = {"eos": "<eos>", "unk": "<unk>"} if level == "word" else {}
     return CorpusSpec(corpus, level, splits, lines="eos" if level == "word" else "none", lower=lower,
                       specials=specials, vocab_file=given_vocab, char_unk=level == "char", notes=notes)

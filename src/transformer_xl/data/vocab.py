@@ -11,12 +11,23 @@ How text becomes ids depends on ``kind`` and ``lines``:
   original's ``add_double_eos``); ``lines="none"`` ignores line breaks.
 * ``char``: one id per Unicode character; a line break is an ordinary symbol.
 * ``byte``: the UTF-8 bytes; 256 symbols, id = byte value, no special tokens.
+
+A word vocabulary also records how raw text is normalised before the split (``normalization``):
+
+* ``none``: the text is already split into words (PTB, One Billion Word, your own word lists).
+* ``wikitext``: the WikiText corpora's rules, as Hugging Face's ``TransfoXLTokenizer`` applies them
+  (sacremoses' punctuation normaliser and Moses tokenizer with aggressive dash splits, then numbers split
+  at inner ``,`` and ``.``): ``"Hello, world!"`` reads as ``Hello , world !``, ``"1,000"`` as
+  ``1 @,@ 000``, ``"foo-bar"`` as ``foo @-@ bar``; :meth:`Vocabulary.decode` undoes it. Only
+  :meth:`Vocabulary.encode` / :meth:`Vocabulary.tokenize` (raw text) apply it: prepared corpora are
+  already tokenized and are split as they are.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -24,10 +35,12 @@ import numpy as np
 
 from ..config import TransformerXLError
 
-__all__ = ["DataError", "Vocabulary", "VOCAB_KINDS", "LINE_MODES", "smallest_dtype"]
+__all__ = ["DataError", "Vocabulary", "VOCAB_KINDS", "LINE_MODES", "NORMALIZATIONS", "check_vocab_size",
+           "smallest_dtype"]
 
 VOCAB_KINDS = ("word", "char", "byte")
 LINE_MODES = ("eos", "sentence", "none")
+NORMALIZATIONS = ("none", "wikitext")
 _FORMAT = "transformer-xl-vocabulary"
 # Roles a special token can play, with the symbol each has by default.
 DEFAULT_SPECIALS = {"eos": "<eos>", "unk": "<unk>", "bos": "<S>"}
@@ -45,6 +58,46 @@ def smallest_dtype(n_symbols: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
+MAX_TEXT_FILE_BYTES = 1 << 30  # vocabularies, configs, metadata: far above any real one (1b's vocab is 9 MB)
+
+
+def read_regular_file(path: str | Path, *, what: str, limit: int = MAX_TEXT_FILE_BYTES) -> bytes:
+    """The bytes of ``path``, read only from a regular file (following links) and at most ``limit`` of them.
+
+    A FIFO, a device such as /dev/zero, a socket or a folder is refused at once instead of blocking or
+    reading forever; every failure is a DataError that names the file."""
+    import os
+    import stat as stat_
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens without waiting
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"{what} {path} is a folder, not a file") from None
+    except OSError as exc:
+        raise DataError(f"cannot open {what} {path}: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat_.S_ISREG(mode):
+        os.close(fd)
+        if stat_.S_ISDIR(mode):
+            raise DataError(f"{what} {path} is a folder, not a file")
+        raise DataError(f"{what} {path} is not a regular file (a device, FIFO or socket); refusing to read it")
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise DataError(f"{what} {path} is larger than {limit:,} bytes; it cannot be a real {what}")
+    return data
+
+
+def check_vocab_size(vocab: "Vocabulary | None", n_token: int, *, source: str | Path) -> None:
+    """Refuse a vocabulary whose size is not the model's ``n_token``: its ids would mean other symbols."""
+    if vocab is not None and len(vocab) != n_token:
+        raise DataError(f"{source}: the vocabulary has {len(vocab):,} symbols but the model has n_token "
+                        f"{n_token:,}; the vocabulary belongs to another model (or was damaged)")
+
+
 class _Lookup(dict):
     """symbol -> id; a miss returns the unknown id (counting it) or raises a DataError naming the symbol."""
 
@@ -60,15 +113,62 @@ class _Lookup(dict):
         return self.unk_id
 
 
+class _WikiTextRules:
+    """Raw text <-> WikiText tokens, line by line, with sacremoses (the rules of Hugging Face's
+    ``TransfoXLTokenizer``, which made the WikiText-103 model's token ids)."""
+
+    _NUMBER = re.compile(r"(?<=\d)[,.](?=\d)")
+    _JOINED = re.compile(r" @([,.])@ ")
+
+    def __init__(self, protected: Sequence[str]) -> None:
+        try:
+            import sacremoses
+        except ImportError:
+            raise DataError("this vocabulary reads text with the WikiText rules, which need sacremoses: "
+                            "pip install sacremoses") from None
+        self.normalizer = sacremoses.MosesPunctNormalizer("en")
+        self.tokenizer = sacremoses.MosesTokenizer("en")
+        self.detokenizer = sacremoses.MosesDetokenizer("en")
+        self.protected = [re.escape(p) for p in protected]
+        # special tokens typed in the text stay whole (split out first, as Hugging Face's added tokens)
+        self.specials = re.compile("(" + "|".join(self.protected) + ")") if protected else None
+
+    def split_line(self, line: str) -> list[str]:
+        chunks = self.specials.split(line) if self.specials is not None else [line]
+        out: list[str] = []
+        for i, chunk in enumerate(chunks):
+            if i % 2:
+                out.append(chunk)
+                continue
+            chunk = chunk.strip()
+            if not chunk:
+                continue
+            words = self.tokenizer.tokenize(self.normalizer.normalize(chunk), aggressive_dash_splits=True,
+                                            return_str=False, escape=False, protected_patterns=self.protected)
+            for word in words:
+                out.extend(self._NUMBER.sub(r" @\g<0>@ ", word).split())
+        return out
+
+    def join_line(self, words: Sequence[str]) -> str:
+        return self._JOINED.sub(r"\1", self.detokenizer.detokenize(list(words))).strip()
+
+
 class Vocabulary:
     """Symbols and special tokens of one corpus; see the module docstring for how text is encoded."""
 
     def __init__(self, kind: str, symbols: Sequence[str] | None = None, *,
-                 specials: Mapping[str, str] | None = None, lines: str = "none", lower: bool = False) -> None:
+                 specials: Mapping[str, str] | None = None, lines: str = "none", lower: bool = False,
+                 normalization: str = "none") -> None:
         if kind not in VOCAB_KINDS:
             raise DataError(f"vocabulary kind must be one of {VOCAB_KINDS}, got {kind!r}")
         if lines not in LINE_MODES:
             raise DataError(f"lines must be one of {LINE_MODES}, got {lines!r}")
+        if normalization not in NORMALIZATIONS:
+            raise DataError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        if normalization != "none" and kind != "word":
+            raise DataError(f"normalization {normalization!r} applies to word vocabularies, not {kind}")
+        self.normalization = normalization
+        self._rules: _WikiTextRules | None = None
         specials = dict(specials or {})
         if kind == "byte":
             if specials or (symbols is not None and len(symbols) != 256):
@@ -108,7 +208,7 @@ class Vocabulary:
     @classmethod
     def from_counts(cls, kind: str, counts: Iterable[tuple[str, int]], *, specials: Mapping[str, str] | None = None,
                     lines: str = "none", lower: bool = False, min_freq: int = 1,
-                    max_size: int | None = None) -> "Vocabulary":
+                    max_size: int | None = None, normalization: str = "none") -> "Vocabulary":
         """Special tokens first, then symbols by decreasing count (ties keep the given order, as the
         original's ``Counter.most_common``), dropping those below ``min_freq``; at most ``max_size`` in all."""
         specials = dict(specials or {})
@@ -119,7 +219,7 @@ class Vocabulary:
             if count < min_freq or (max_size is not None and len(symbols) >= max_size):
                 break
             symbols.append(symbol)
-        return cls(kind, symbols, specials=specials, lines=lines, lower=lower)
+        return cls(kind, symbols, specials=specials, lines=lines, lower=lower, normalization=normalization)
 
     # -- basic protocol -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -132,7 +232,9 @@ class Vocabulary:
         return isinstance(other, Vocabulary) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return f"Vocabulary(kind={self.kind!r}, size={len(self)}, specials={self.specials}, lines={self.lines!r})"
+        extra = "" if self.normalization == "none" else f", normalization={self.normalization!r}"
+        return (f"Vocabulary(kind={self.kind!r}, size={len(self)}, specials={self.specials}, "
+                f"lines={self.lines!r}{extra})")
 
     @property
     def symbols(self) -> list[str]:
@@ -203,15 +305,36 @@ class Vocabulary:
             out.append(bos)
         return out
 
+    def _wikitext(self) -> _WikiTextRules:
+        if self._rules is None:
+            protected = list(dict.fromkeys(list(self.specials.values())
+                                           + [s for s in ("<unk>", "<UNK>") if s in self._index]))
+            self._rules = _WikiTextRules(protected)
+        return self._rules
+
+    def tokenize(self, text: str, *, final: bool = True) -> list[str]:
+        """The symbols raw ``text`` reads as, before lookup: lower-casing and line ends (:meth:`prepare_text`),
+        this vocabulary's normalisation (e.g. the WikiText rules), then its kind's split with line markers.
+        ``final``: the text ends its document (an unterminated last line still ends)."""
+        text = self.prepare_text(text) if self.kind != "byte" else text
+        if self.kind == "byte":
+            return [self._symbols[b] for b in text.encode("utf-8")]
+        if self.kind == "char":
+            return list(text)
+        if self.normalization == "wikitext":
+            rules = self._wikitext()
+            text = "\n".join(" ".join(rules.split_line(line)) for line in text.split("\n"))
+        return self.words(text, final=final)
+
     def encode(self, text: str) -> np.ndarray:
-        """Ids of ``text`` in the smallest dtype (see the module docstring for each kind)."""
+        """Ids of raw ``text`` in the smallest dtype (see the module docstring for each kind); symbols
+        outside the vocabulary become ``<unk>`` (or raise DataError when there is none)."""
         if self.kind == "byte":
             return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).copy()
-        text = self.prepare_text(text)
         if self.kind == "char":
-            return self.encode_chars(text)
+            return self.encode_chars(self.prepare_text(text))
         table = self.lookup("in the text")
-        words = self.words(text)
+        words = self.tokenize(text)
         return np.fromiter(map(table.__getitem__, words), dtype=self.dtype, count=len(words))
 
     def char_table(self) -> np.ndarray:
@@ -245,7 +368,9 @@ class Vocabulary:
 
     def decode(self, ids: Iterable[int] | np.ndarray) -> str:
         """Text of ``ids``: bytes decoded as UTF-8 (invalid sequences replaced), characters joined, words
-        joined by spaces with ``<eos>`` as a line break and ``<S>`` markers dropped."""
+        joined by spaces with ``<eos>`` as a line break and ``<S>`` markers dropped; with the WikiText
+        normalisation each line is detokenized (``Hello , world !`` -> ``Hello, world!``, ``1 @,@ 000`` ->
+        ``1,000``)."""
         ids = [int(i) for i in np.asarray(ids).reshape(-1)]
         if self.kind == "byte":
             return bytes(ids).decode("utf-8", errors="replace")
@@ -253,24 +378,27 @@ class Vocabulary:
         if self.kind == "char":
             return "".join(symbols)
         eos, bos = self.specials.get("eos"), self.specials.get("bos")
+        join = self._wikitext().join_line if self.normalization == "wikitext" else " ".join
         out: list[str] = []
         line: list[str] = []
         for s in symbols:
             if s == eos:
-                out.append(" ".join(line) + "\n")
+                out.append(join(line) + "\n")
                 line = []
             elif s == bos and self.lines == "sentence":
                 if line:
-                    out.append(" ".join(line) + "\n")
+                    out.append(join(line) + "\n")
                     line = []
             else:
                 line.append(s)
-        return "".join(out) + " ".join(line)
+        return "".join(out) + join(line)
 
     # -- persistence --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"format": _FORMAT, "version": 1, "kind": self.kind, "size": len(self),
                              "lines": self.lines, "lower": self.lower, "specials": dict(self.specials)}
+        if self.normalization != "none":  # absent when none: older vocabularies keep their fingerprint
+            d["normalization"] = self.normalization
         if self.kind != "byte":
             d["symbols"] = list(self._symbols)
         return d
@@ -282,7 +410,8 @@ class Vocabulary:
         if data.get("version") != 1:
             raise DataError(f"{where} has vocabulary format version {data.get('version')!r}; this build reads 1")
         vocab = cls(data["kind"], data.get("symbols"), specials=data.get("specials") or {},
-                    lines=data.get("lines", "none"), lower=bool(data.get("lower", False)))
+                    lines=data.get("lines", "none"), lower=bool(data.get("lower", False)),
+                    normalization=data.get("normalization", "none"))
         if "size" in data and data["size"] != len(vocab):
             raise DataError(f"{where} says size {data['size']} but lists {len(vocab)} symbols (truncated file?)")
         return vocab
@@ -305,12 +434,9 @@ class Vocabulary:
         as in One Billion Word's ``1b_word_vocab.txt``). Plain text lists are ``kind`` (default word);
         ``<eos>``, ``<unk>``/``<UNK>`` and ``<S>`` become the special tokens."""
         path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"vocabulary file not found: {path}") from None
-        except IsADirectoryError:
-            raise DataError(f"vocabulary path {path} is a folder; give the vocab.json file inside it") from None
+        if path.is_dir():
+            raise DataError(f"vocabulary path {path} is a folder; give the vocab.json file inside it")
+        raw = read_regular_file(path, what="vocabulary file")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -320,7 +446,12 @@ class Vocabulary:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise DataError(f"vocabulary {path} is not valid JSON ({exc}); truncated file?") from None
-            return cls.from_dict(data, where=str(path))
+            _check_vocab_fields(data, str(path))
+            try:
+                return cls.from_dict(data, where=str(path))
+            except (TypeError, KeyError, ValueError, AttributeError) as exc:
+                raise DataError(f"vocabulary {path} is malformed ({type(exc).__name__}: {exc}); write it again "
+                                "with txl prepare") from None
         symbols = [line.split()[0] for line in text.splitlines() if line.strip()]
         if not symbols:
             raise DataError(f"vocabulary {path} is empty; expected one symbol a line or a vocab.json")
@@ -338,3 +469,33 @@ class Vocabulary:
         if kind == "char":
             lines = "none"
         return cls(kind, list(dict.fromkeys(symbols)), specials=specials, lines=lines)
+
+
+def _check_vocab_fields(data: Any, where: str) -> None:
+    """One-line errors for a vocab.json whose fields are missing or of the wrong type."""
+    def bad(field: str, wanted: str) -> DataError:
+        got = type(data.get(field)).__name__ if field in data else "nothing"
+        return DataError(f"vocabulary {where}: field {field!r} must be {wanted}, got {got}; the file is damaged "
+                         "or not written by transformer-xl (write it again with txl prepare)")
+
+    if not isinstance(data, dict):
+        raise DataError(f"vocabulary {where} must hold a JSON object, got {type(data).__name__}")
+    if data.get("format") != _FORMAT:
+        return  # from_dict names the format problem
+    if not isinstance(data.get("kind"), str):
+        raise bad("kind", f"one of {VOCAB_KINDS}")
+    if data["kind"] != "byte" or "symbols" in data:
+        symbols = data.get("symbols")
+        if not isinstance(symbols, list) or not all(isinstance(x, str) for x in symbols):
+            raise bad("symbols", "a list of strings")
+    specials = data.get("specials", {})
+    if specials is not None and (not isinstance(specials, dict)
+                                 or not all(isinstance(k, str) and isinstance(v, str) for k, v in specials.items())):
+        raise bad("specials", "an object of strings")
+    if not isinstance(data.get("lines", "none"), str):
+        raise bad("lines", f"one of {LINE_MODES}")
+    if not isinstance(data.get("lower", False), bool):
+        raise bad("lower", "true or false")
+    size = data.get("size", 0)
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise bad("size", "an integer")

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..config import ModelConfig, TransformerXLError
 from ..model import Memory, TransformerXLLM
-from ..pretrained import assign_state, read_json, safe_torch_load
+from ..pretrained import assign_state, check_state_against_config, read_json, read_safetensors_header, safe_torch_load
 
 __all__ = [
     "HF_PREFIX", "config_from_hf", "config_to_hf", "export_hf", "import_hf", "load_hf_state", "read_text_vocab",
@@ -40,8 +40,42 @@ _INV_FREQ = "transformer.pos_emb.inv_freq"
 
 
 # Config ---------------------------------------------------------------------------------------------
+_HF_INTS = ("vocab_size", "n_token", "n_layer", "n_head", "d_model", "d_head", "d_inner", "d_embed", "mem_len",
+            "ext_len", "clamp_len", "div_val", "tgt_len", "attn_type", "sample_softmax")
+_HF_FLOATS = ("dropout", "dropatt", "layer_norm_epsilon", "init_std", "proj_init_std")
+_HF_BOOLS = ("same_length", "pre_lnorm", "untie_r", "tie_word_embeddings", "tie_weight", "proj_share_all_but_first")
+
+
+def _check_hf_types(hf: Mapping[str, Any]) -> None:
+    """One-line errors for values of the wrong type (a string where a number belongs, a nested object...)."""
+    def bad(key: str, wanted: str) -> TransformerXLError:
+        return TransformerXLError(f"the Hugging Face config's {key} must be {wanted}, got {hf[key]!r:.60}; "
+                                  "the config.json is damaged or not a TransfoXL config")
+
+    if not isinstance(hf, Mapping):
+        raise TransformerXLError(f"a Hugging Face config is a JSON object, got {type(hf).__name__}")
+    for key in _HF_INTS:
+        if key in hf and hf[key] is not None and (isinstance(hf[key], bool) or not isinstance(hf[key], int)):
+            raise bad(key, "an integer")
+    for key in _HF_FLOATS:
+        value = hf.get(key)
+        if key in hf and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+                          or value in (float("inf"), float("-inf"))):
+            raise bad(key, "a finite number")
+    for key in _HF_BOOLS:
+        if key in hf and (not isinstance(hf[key], (bool, int)) or isinstance(hf[key], float)):
+            raise bad(key, "true or false")
+    if "cutoffs" in hf and (not isinstance(hf["cutoffs"], list)
+                            or not all(type(c) is int for c in hf["cutoffs"])):
+        raise bad("cutoffs", "a list of integers")
+    if "tie_projs" in hf and (not isinstance(hf["tie_projs"], list)
+                              or not all(isinstance(t, (bool, int)) for t in hf["tie_projs"])):
+        raise bad("tie_projs", "a list of true/false")
+
+
 def config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
     """Our ModelConfig from a Hugging Face TransfoXL config.json (a dict), refusing what we cannot run."""
+    _check_hf_types(hf)
     attn_type = hf.get("attn_type", 0)
     if attn_type != 0:
         raise TransformerXLError(f"Hugging Face attn_type={attn_type!r} is not supported (only 0, the relative "
@@ -76,6 +110,9 @@ def config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
         return ModelConfig(**values)
     except TransformerXLError as exc:
         raise TransformerXLError(f"the Hugging Face config does not make a valid model: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TransformerXLError(f"the Hugging Face config does not make a valid model ({type(exc).__name__}: "
+                                 f"{str(exc)[:200]})") from None
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
@@ -158,11 +195,31 @@ def state_dict_to_hf(model: TransformerXLLM) -> dict[str, Tensor]:
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
     from safetensors.torch import load_file
 
+    read_safetensors_header(path)  # a regular file with a consistent header, or a one-line error
     try:
         return load_file(str(path))
     except Exception as exc:  # safetensors' own error type for a bad header or a truncated file
         raise TransformerXLError(f"cannot read {path}: {exc}. The file is corrupt or truncated; "
                                  "download it again") from None
+
+
+def _shard_path(directory: Path, name: str, index: Path) -> Path:
+    """``directory/name`` for a shard an index names, refusing any name or link that leads outside the
+    checkpoint: absolute paths, ``..``, links out. (A Hugging Face hub cache's snapshot links into its
+    sibling ``blobs/`` folder; that one place is allowed.)"""
+    parts = Path(name).parts
+    if not name or "\x00" in name or Path(name).is_absolute() or ".." in parts:
+        raise TransformerXLError(f"{index} names the shard {name!r}, which is not a file inside {directory}; "
+                                 "refusing to read it (the index is damaged or hostile)")
+    root = directory.resolve()
+    roots = [root]
+    if root.parent.name == "snapshots":
+        roots.append(root.parent.parent / "blobs")
+    target = (directory / name).resolve()
+    if not any(target == r or r in target.parents for r in roots):
+        raise TransformerXLError(f"{index} names the shard {name!r}, a link to {target} outside {directory}; "
+                                 "refusing to read it")
+    return directory / name
 
 
 def load_hf_state(directory: str | Path) -> dict[str, Tensor]:
@@ -179,9 +236,12 @@ def load_hf_state(directory: str | Path) -> dict[str, Tensor]:
             break
         if (directory / index).exists():
             weight_map = read_json(directory / index, what="checkpoint index").get("weight_map", {})
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise TransformerXLError(f"{directory / index}: weight_map must map tensor names to shard file "
+                                         "names; the index is damaged")
             state = {}
             for shard in sorted(set(weight_map.values())):
-                state.update(reader(directory / shard))
+                state.update(reader(_shard_path(directory, shard, directory / index)))
             break
     else:
         raise TransformerXLError(f"no Hugging Face weights in {directory}: expected model.safetensors or "
@@ -192,20 +252,15 @@ def load_hf_state(directory: str | Path) -> dict[str, Tensor]:
 
 
 def read_text_vocab(directory: str | Path) -> list[str] | None:
-    """Symbols of a text vocabulary (``vocab.txt``: one symbol per line, first field) or None.
+    """Symbols of a text vocabulary (``vocab.txt``: one symbol per line, first field, repeats dropped as
+    Hugging Face's tokenizer drops them) or None. The whole vocabulary of a directory (vocab.json,
+    vocab.pkl, vocab.bin or vocab.txt) is :func:`.hf_vocab.load_hf_vocabulary`."""
+    from .hf_vocab import read_hf_text_vocab
 
-    Hugging Face's TransfoXL tokenizer also saves ``vocab.pkl``, a pickle: it is never read.
-    """
     path = Path(directory) / "vocab.txt"
     if not path.exists():
         return None
-    symbols = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            fields = line.strip().split()
-            if fields:
-                symbols.append(fields[0])
-    return symbols
+    return read_hf_text_vocab(path).symbols
 
 
 def import_hf(directory: str | Path) -> TransformerXLLM:
@@ -214,8 +269,11 @@ def import_hf(directory: str | Path) -> TransformerXLLM:
     if not directory.is_dir():
         raise TransformerXLError(f"Hugging Face checkpoint directory not found: {directory}")
     config = config_from_hf(read_json(directory / "config.json", what="Hugging Face config"))
-    model = TransformerXLLM(config)
     state = state_dict_from_hf(load_hf_state(directory), config, source=directory)
+    # shapes checked on the meta device: a config that claims a huge model is refused before allocating it
+    check_state_against_config(config, {k: tuple(v.shape) for k, v in state.items()}, source=directory,
+                               config_source=directory / "config.json")
+    model = TransformerXLLM(config)
     assign_state(model, state, source=directory)
     return model.eval()
 

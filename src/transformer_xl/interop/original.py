@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..config import ModelConfig, TransformerXLError
 from ..model import TransformerXLLM
-from ..pretrained import assign_state
+from ..pretrained import assign_state, check_state_against_config, check_torch_file
 
 __all__ = ["import_original", "restricted_load"]
 
@@ -90,19 +90,24 @@ _restricted_pickle = SimpleNamespace(
 
 
 def restricted_load(path: str | Path, *, unsafe_pickle: bool = False) -> Any:
-    """Unpickle a torch checkpoint building only allow-listed classes (requires ``unsafe_pickle=True``)."""
+    """Unpickle a torch checkpoint building only allow-listed classes (requires ``unsafe_pickle=True``).
+
+    TorchScript archives and zips holding code are refused first, flag or not: torch.load would hand them
+    to the TorchScript loader, which runs their code and never consults this unpickler."""
     path = Path(path)
+    if not path.exists():
+        raise TransformerXLError(f"checkpoint file not found: {path}")
+    check_torch_file(path)
     if not unsafe_pickle:
         raise TransformerXLError(f"{path} is a pickled checkpoint; reading it needs the explicit unsafe flag "
                                  "(--unsafe-pickle / unsafe_pickle=True), and only for files you trust")
-    if not path.is_file():
-        raise TransformerXLError(f"checkpoint file not found: {path}")
     try:
         return torch.load(path, map_location="cpu", pickle_module=_restricted_pickle, weights_only=False)
     except pickle.UnpicklingError as exc:
-        raise TransformerXLError(f"refusing to load {path}: {exc}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as exc:
-        raise TransformerXLError(f"cannot read {path}: {exc}. Is it an original or NVIDIA Transformer-XL "
+        raise TransformerXLError(f"refusing to load {path}: {' '.join(str(exc).split())[:300]}") from None
+    except Exception as exc:  # damaged bytes surface as many types (RuntimeError, KeyError, struct.error, ...)
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise TransformerXLError(f"cannot read {path}: {detail}. Is it an original or NVIDIA Transformer-XL "
                                  "checkpoint?") from None
 
 
@@ -189,6 +194,25 @@ def import_original(path: str | Path, *, flavour: str = "original", unsafe_pickl
     if flavour not in ("original", "nvidia"):
         raise TransformerXLError(f"flavour must be 'original' or 'nvidia', got {flavour!r}")
     obj = restricted_load(path, unsafe_pickle=unsafe_pickle)
+    try:
+        config, state = _read_checkpoint(obj, path, flavour)
+    except TransformerXLError:
+        raise
+    except (KeyError, AttributeError, TypeError, ValueError, IndexError) as exc:
+        raise TransformerXLError(f"{path} is not a complete {flavour} Transformer-XL checkpoint ({type(exc).__name__}: "
+                                 f"{str(exc)[:200]}); check --from original|nvidia and the file") from None
+    state.pop("pos_emb.inv_freq", None)  # recomputed
+    _flip_clusters(state)
+    if not all(isinstance(t, Tensor) for t in state.values()):
+        raise TransformerXLError(f"{path}: the model state holds values that are not tensors")
+    check_state_against_config(config, {k: tuple(v.shape) for k, v in state.items()}, source=path,
+                               config_source="the config stored in it")  # before allocating the model
+    model = TransformerXLLM(config)
+    assign_state(model, state, source=path)
+    return model.eval()
+
+
+def _read_checkpoint(obj: Any, path: str | Path, flavour: str) -> tuple[ModelConfig, dict[str, Tensor]]:
     if flavour == "original":
         if isinstance(obj, dict) and "model_state" in obj:
             raise TransformerXLError(f"{path} looks like an NVIDIA checkpoint; use --from nvidia")
@@ -200,8 +224,4 @@ def import_original(path: str | Path, *, flavour: str = "original", unsafe_pickl
             raise TransformerXLError(f"{path} is not an NVIDIA checkpoint (a dict with model_config and "
                                      "model_state); for torch.save(model) files use --from original")
         config, state = _nvidia_config(obj)
-    state.pop("pos_emb.inv_freq", None)  # recomputed
-    _flip_clusters(state)
-    model = TransformerXLLM(config)
-    assign_state(model, state, source=path)
-    return model.eval()
+    return config, state

@@ -8,10 +8,15 @@ Atomicity: everything is written into a temporary sibling directory and fsynced;
 directory is renamed aside, the new one renamed into place and the old one removed. A crash while
 writing leaves the previous checkpoint untouched; a crash between the two renames leaves it under
 ``.NAME.old``, which :func:`transformer_xl.runtime.resolve_checkpoint` and the next save pick up again.
+
+Integrity: ``checksums.json`` holds the sha256 of every file; loaders verify the files they read. The
+training state records a fingerprint of the training split (:func:`data_fingerprint`), so a resume on
+other data than the run started on is refused unless asked for (``txl train --resume --allow-new-data``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -74,7 +79,7 @@ def save_checkpoint(directory: str | Path, *, model: TransformerXLLM, run_config
 
 def _save_checkpoint(directory: Path, *, model: TransformerXLLM, run_config: RunConfig,
                      training_state: dict[str, Any], vocab: Any) -> Path:
-    from ..pretrained import save_pretrained
+    from ..pretrained import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, save_pretrained, write_checksums
 
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +96,7 @@ def _save_checkpoint(directory: Path, *, model: TransformerXLLM, run_config: Run
         except RuntimeError as exc:  # torch's zip writer reports a short write (disk full) this way
             free = shutil.disk_usage(parent).free
             raise OSError(f"writing {TRAINING_STATE_FILE} failed with {free:,} bytes free: {exc}") from exc
+        write_checksums(tmp, [CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, RUN_CONFIG_FILE, TRAINING_STATE_FILE])
         _pause("write")
         for path in tmp.iterdir():
             _fsync_path(path)
@@ -111,17 +117,49 @@ def _save_checkpoint(directory: Path, *, model: TransformerXLLM, run_config: Run
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any]:
-    """The training state (on the CPU), read with ``torch.load(weights_only=True)``."""
-    from ..pretrained import safe_torch_load
+    """The training state (on the CPU), read with ``torch.load(weights_only=True)``, after checking it and
+    run.json against the checkpoint's checksums."""
+    from ..pretrained import safe_torch_load, verify_checksums
 
     path = Path(directory) / TRAINING_STATE_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         raise TransformerXLError(f"{directory} has no {TRAINING_STATE_FILE}: it is a model, not a resumable "
                                  "training checkpoint")
+    verify_checksums(directory, [RUN_CONFIG_FILE, TRAINING_STATE_FILE])
     state = safe_torch_load(path, map_location="cpu")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise TransformerXLError(f"{path} is not a training state this version can read")
+    if not isinstance(state.get("step"), int) or isinstance(state.get("step"), bool):
+        raise TransformerXLError(f"{path} is damaged: its 'step' entry is missing or not an integer; resume from "
+                                 "another checkpoint (best/) or start a new run")
     return state
+
+
+def data_fingerprint(tokens: Any) -> str:
+    """A short fingerprint of a training split: its dtype, its length and the sha256 of its bytes (of 256
+    evenly spaced windows of 4096 tokens for a split over a million tokens, so that it costs a few
+    milliseconds even for lm1b). Equal data gives equal fingerprints; other data, in practice, never."""
+    array = np.asarray(tokens).reshape(-1)
+    sha = hashlib.sha256(f"{array.dtype.str}:{len(array)}".encode())
+    window, windows = 4096, 256
+    if len(array) <= window * windows:
+        sha.update(np.ascontiguousarray(array).tobytes())
+    else:
+        for start in np.linspace(0, len(array) - window, windows).astype(np.int64):
+            sha.update(np.ascontiguousarray(array[start:start + window]).tobytes())
+    return sha.hexdigest()[:32]
+
+
+def check_same_data(saved_state: dict[str, Any], tokens: Any, *, checkpoint: Path, allow_new_data: bool) -> None:
+    """Refuse a resume whose training split is not the one the run started on (recorded as ``data``)."""
+    recorded = saved_state.get("data")
+    if recorded is None or allow_new_data:
+        return  # older checkpoints carry no fingerprint
+    if recorded != data_fingerprint(tokens):
+        raise TransformerXLError(
+            f"cannot resume from {checkpoint}: the training split differs from the one this run started on "
+            f"(fingerprint {data_fingerprint(tokens)[:12]} vs {str(recorded)[:12]}); pass the run's --data, or "
+            "add --allow-new-data to continue on this data on purpose")
 
 
 # RNG state as tensors and plain values only, so that weights_only loading accepts it -------------------

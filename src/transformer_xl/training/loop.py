@@ -22,6 +22,9 @@ and W processes on B / W streams each compute the same gradient.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -39,10 +42,17 @@ from ..kernels import apply_device_kernels
 from ..model import Memory, TransformerXLLM
 from ..pretrained import load_pretrained, load_vocabulary
 from ..runner import SegmentRunner
-from ..runtime import DistInfo, load_run_config, resolve_checkpoint, resolve_device
+from ..runtime import DistInfo, load_run_config, old_checkpoint_path, resolve_checkpoint, resolve_device
 from . import distributed as D
-from .checkpoint import load_training_state, rng_state, save_checkpoint, set_rng_state
-from .metrics import MetricsLog
+from .checkpoint import (
+    check_same_data,
+    data_fingerprint,
+    load_training_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .metrics import METRICS_FILE, MetricsLog
 from .optim import build_optimizer
 from .schedule import learning_rate
 from .signals import StopSignals
@@ -108,6 +118,15 @@ def load_data(data: Any, vocab: Any = None) -> TrainData:
     raise TransformerXLError(f"cannot train on {type(data).__name__}; pass a prepared data directory")
 
 
+def say(info: DistInfo, text: str) -> None:
+    """A message of the run on rank 0 (stderr, as the progress bar), with a timestamp when stderr is not a
+    terminal (a job log, nohup), so that a log says when each thing happened."""
+    if not info.is_main:
+        return
+    stamp = "" if sys.stderr.isatty() else time.strftime("%Y-%m-%d %H:%M:%S ")
+    print(stamp + text, file=sys.stderr, flush=True)
+
+
 # --- the state of a run ------------------------------------------------------------------------------
 class EpochReader:
     """Segments of this rank's streams, epoch after epoch; says when the memory must restart."""
@@ -150,6 +169,7 @@ class TrainState:
     bad_run: int = 0  # consecutive non-finite steps
     pending: list[Tensor] = field(default_factory=list)  # step losses on the device, reduced at the next log
     tokens_since_log: int = 0
+    log_lines: bool = False  # a plain line per metrics row (no progress bar: a log file, nohup)
     start_time: float = field(default_factory=time.perf_counter)
     last_log: float = field(default_factory=time.perf_counter)
 
@@ -200,18 +220,22 @@ def _check_compatible(saved: RunConfig, config: RunConfig) -> None:
             diffs.append(f"train.{key} was {a!r}, now {b!r}")
     if diffs:
         raise TransformerXLError("cannot resume with an incompatible config: " + "; ".join(diffs)
-                                 + " (drop those overrides, or train into a new --out)")
+                                 + " (a resumed run keeps the model and train.batch_size it started with; "
+                                 "to change them, train into a new --out)")
 
 
-def find_resume_checkpoint(config: RunConfig, data: TrainData, out: Path | None, info: DistInfo
-                           ) -> tuple[Path, dict[str, Any]]:
-    """(checkpoint directory, training state) of the run in ``out`` to continue, checked against this run."""
+def find_resume_checkpoint(config: RunConfig, data: TrainData, out: Path | None, info: DistInfo, *,
+                           allow_new_data: bool = False) -> tuple[Path, dict[str, Any]] | None:
+    """(checkpoint directory, training state) of the run in ``out`` to continue, checked against this run;
+    None when ``out`` holds no last/ yet (the run is to start: an earlier attempt died before its first save)."""
     if out is None:
         raise TransformerXLError("resume needs the run directory (--out) holding last/")
-    try:
-        checkpoint = resolve_checkpoint(out / "last")
-    except TransformerXLError:
-        raise TransformerXLError(f"nothing to resume: no checkpoint at {out / 'last'}") from None
+    last = out / "last"
+    if last.is_symlink():  # a checkpoint directory on another disk: its .old sibling is there too
+        last = last.resolve()
+    if not (last.exists() or old_checkpoint_path(last).exists()):
+        return None
+    checkpoint = resolve_checkpoint(last)
     saved = load_run_config(checkpoint)
     if saved is None:
         raise TransformerXLError(f"{checkpoint} has no run.json: it is not a training checkpoint")
@@ -221,22 +245,84 @@ def find_resume_checkpoint(config: RunConfig, data: TrainData, out: Path | None,
         raise TransformerXLError(f"cannot resume: {checkpoint} was trained with another vocabulary than "
                                  "the data's (prepare the data with the same vocabulary)")
     state = load_training_state(checkpoint)
+    check_same_data(state, data.train, checkpoint=checkpoint, allow_new_data=allow_new_data)
     if state["world_size"] != info.world_size:
         raise TransformerXLError(f"cannot resume on {info.world_size} process(es): the checkpoint was "
                                  f"written by {state['world_size']} (memory and streams are per process)")
     return checkpoint, state
 
 
-def build_model(config: RunConfig, out: Path | None, info: DistInfo, device: torch.device,
+# What a run directory holds of an earlier run: a fresh run refuses to write over it (unless --overwrite).
+RUN_FILES = ("last", "best", ".last.old", ".best.old", METRICS_FILE, "tensorboard")
+
+
+def earlier_run_files(out: Path) -> list[Path]:
+    """The files and checkpoints of an earlier run in ``out``. An empty directory, or a link to nothing or to
+    an empty directory (a checkpoint place set up on another disk before the first run), holds no run."""
+    def holds_something(path: Path) -> bool:
+        if path.is_dir():
+            return any(path.iterdir())
+        return path.exists()
+
+    return [out / name for name in RUN_FILES if holds_something(out / name)]
+
+
+def remove_run_files(out: Path, paths: list[Path]) -> None:
+    """Delete an earlier run's files for --overwrite. A checkpoint directory that is a symbolic link keeps its
+    link: what it points to is deleted, and the next save writes there again."""
+    for path in paths:
+        if path.is_symlink():
+            target = path.resolve()
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                path.unlink()  # a link to a file (metrics.jsonl) or to nothing
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    for stale in out.glob(".*.tmp-*"):  # a save killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def claim_run_directory(config: RunConfig, data: TrainData, out: Path | None, *, resume: bool, overwrite: bool,
+                        info: DistInfo, allow_new_data: bool = False) -> tuple[Path, dict[str, Any]] | None:
+    """Decide what this run does with ``out``: continue its checkpoint (``resume`` and a last/ exists), start
+    fresh in an empty directory, start again over an attempt that never saved last/ (``resume``), or delete an
+    earlier run (``overwrite``). Refuses to start a fresh run over an earlier one's files. Says which on rank 0.
+    Returns the checkpoint and training state to restore, or None to start at step 0."""
+    if out is None:
+        if resume:
+            raise TransformerXLError("resume needs the run directory (--out) holding last/")
+        return None
+    if resume:
+        found = find_resume_checkpoint(config, data, out, info, allow_new_data=allow_new_data)
+        if found is not None:
+            say(info, f"resuming {out} from {found[0]} at step {int(found[1]['step'])}")
+            return found
+        say(info, f"--resume: no checkpoint in {out / 'last'} yet, so this starts the run from step 0")
+        return None
+    earlier = earlier_run_files(out)
+    if earlier and not overwrite:
+        names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in earlier)
+        raise TransformerXLError(f"{out} already holds a run ({names}); pass --resume to continue it, --overwrite "
+                                 "to delete it and start again, or choose another --out")
+    if earlier:
+        D.barrier(info)  # every rank has looked before rank 0 deletes
+        if info.is_main:
+            remove_run_files(out, earlier)
+            say(info, f"--overwrite: deleted the earlier run's {', '.join(p.name for p in earlier)} in {out}")
+        D.barrier(info)
+    return None
+
+
+def build_model(config: RunConfig, info: DistInfo, device: torch.device,
                 checkpoint: Path | None) -> TransformerXLLM:
     """The model to train, on ``device`` with its kernels: loaded from ``checkpoint``, or new from the seed."""
     tc = config.train
     if checkpoint is not None:
         model = load_pretrained(checkpoint, map_location=device).train()
     else:
-        if out is not None and ((out / "last").exists() or (out / ".last.old").exists()):
-            raise TransformerXLError(f"{out} already holds a run; pass --resume to continue it or choose "
-                                     "another --out")
         torch.manual_seed(tc.seed)  # same initial weights on every rank
         model = TransformerXLLM(config.model).to(device)
         torch.manual_seed(tc.seed + info.rank)  # ranks draw different dropout masks
@@ -244,12 +330,15 @@ def build_model(config: RunConfig, out: Path | None, info: DistInfo, device: tor
 
 
 def setup(config: RunConfig, data: TrainData, *, out: Path | None, resume: bool, device: torch.device,
-          info: DistInfo) -> TrainState:
-    """Model, optimiser, streams and one segment runner per chunk; with ``resume``, restored from out/last."""
+          info: DistInfo, overwrite: bool = False, allow_new_data: bool = False) -> TrainState:
+    """Model, optimiser, streams and one segment runner per chunk; with ``resume``, restored from out/last
+    when it exists. See :func:`claim_run_directory` for ``resume`` and ``overwrite``."""
     tc, mc = config.train, config.model
     check_run(config, data, device, info)
-    checkpoint, saved = find_resume_checkpoint(config, data, out, info) if resume else (None, None)
-    model = build_model(config, out, info, device, checkpoint)
+    found = claim_run_directory(config, data, out, resume=resume, overwrite=overwrite, info=info,
+                                allow_new_data=allow_new_data)
+    checkpoint, saved = found if found is not None else (None, None)
+    model = build_model(config, info, device, checkpoint)
     optimizer = build_optimizer(model, config.optim)
     ddp = D.wrap_model(model, info, device, find_unused=mc.n_clusters > 0)
     forward: nn.Module = torch.compile(ddp) if tc.compile else ddp
@@ -264,7 +353,8 @@ def setup(config: RunConfig, data: TrainData, *, out: Path | None, resume: bool,
                        metrics=MetricsLog(None, info, False), result=TrainResult(step=0, out=out))
     if saved is not None:
         restore(state, saved, checkpoint)
-    state.metrics = MetricsLog(out, info, tc.tensorboard, resumed_step=state.step if saved is not None else None)
+    # resumed: drop rows past the checkpoint; --resume starting afresh: drop the dead attempt's rows
+    state.metrics = MetricsLog(out, info, tc.tensorboard, resumed_step=state.step if resume else None)
     state.result.step, state.result.best_valid_loss = state.step, state.best
     state.start_time = state.last_log = time.perf_counter()
     return state
@@ -391,6 +481,98 @@ def apply_or_skip(state: TrainState, outcome: StepOutcome) -> None:
     state.tokens_since_log += outcome.tokens
 
 
+# --- the start banner and the step clock ---------------------------------------------------------------
+def banner(state: TrainState) -> str:
+    """What this run is and where it runs: parameters, tokens per step, device, threads, precision."""
+    mc, tc = state.config.model, state.config.train
+    params = sum(p.numel() for p in state.model.parameters())
+    device = str(state.device) + (f" x {state.info.world_size} processes" if state.info.enabled else "")
+    threads = f", {torch.get_num_threads()} threads" if state.device.type == "cpu" else ""
+    return (f"model: {params / 1e6:.2f}M parameters ({mc.n_layer} layers, d_model {mc.d_model}, seg_len {mc.seg_len}, "
+            f"mem_len {mc.mem_len}); {tc.batch_size * mc.seg_len:,} tokens per step (batch {tc.batch_size} x "
+            f"{mc.seg_len}); device {device}{threads}, precision {tc.precision}; steps {state.step} -> {tc.max_steps}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _median(values: Any) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+class StepClock:
+    """Times the optimiser steps of a run (validation and saves excluded).
+
+    After the first few steps it says how long a step takes and how long the rest of the run will; later it
+    warns once when steps have become ``SLOWER`` times slower than the fastest stretch of ``WINDOW`` steps
+    seen so far (or than ``expected`` seconds, a calibration made before training): on a CPU that almost
+    always means another process is sharing the cores, and fewer threads help.
+    """
+
+    WARMUP = 1  # the first step of a process allocates and warms caches
+    ESTIMATE_AFTER = 3  # steps timed before the estimate
+    WINDOW = 5
+    SLOWER = 3.0
+
+    def __init__(self, state: TrainState, *, expected: float | None = None) -> None:
+        self.state = state
+        self.expected = expected
+        self.seen = 0
+        self.recent: list[float] = []
+        self.fastest: float | None = expected
+        self.estimated = False
+        self.warned = False
+        self.step_seconds: float | None = None  # the estimate, once made
+
+    def record(self, seconds: float) -> None:
+        self.seen += 1
+        if self.seen <= self.WARMUP:
+            return
+        self.recent = (self.recent + [seconds])[-self.WINDOW:]
+        if not self.estimated and len(self.recent) >= self.ESTIMATE_AFTER:
+            self.estimated = True
+            self.step_seconds = _median(self.recent)
+            self._estimate()
+        if len(self.recent) == self.WINDOW:
+            median = _median(self.recent)
+            if self.fastest is not None and not self.warned and median > self.SLOWER * self.fastest:
+                self.warned = True
+                self._warn(median)
+            self.fastest = median if self.fastest is None else min(self.fastest, median)
+
+    def _load_note(self) -> str:
+        from ..runtime import available_cpus
+
+        if self.state.device.type != "cpu" or not hasattr(os, "getloadavg"):
+            return ""
+        load, cpus = os.getloadavg()[0], available_cpus()
+        if load <= cpus + 0.5:
+            return ""
+        note = f"; the load average is {load:.1f} on {cpus} CPUs: other processes share these cores"
+        threads = torch.get_num_threads()
+        return note + (f", and fewer threads may be much faster (--threads 1; now {threads})" if threads > 1 else "")
+
+    def _estimate(self) -> None:
+        state, per_step = self.state, self.step_seconds or 0.0
+        left = state.config.train.max_steps - state.step
+        say(state.info, f"{per_step:.3g} s per step: about {_duration(per_step * left)} for the {left} steps left"
+            + self._load_note())
+
+    def _warn(self, median: float) -> None:
+        state = self.state
+        threads = torch.get_num_threads()
+        cause = ("another process may be using the device, or it is throttling" if state.device.type != "cpu"
+                 else "another process is probably sharing these CPU cores; "
+                 + (f"try fewer threads (--threads 1; now {threads}) or stop the other job" if threads > 1
+                    else "stop the other job, or expect the run to take longer"))
+        say(state.info, f"warning: training steps now take {median:.3g} s, {median / (self.fastest or 1):.1f}x the "
+                        f"{self.fastest:.3g} s they took before: {cause}")
+
+
 # --- logging, the non-finite policy ------------------------------------------------------------------
 def flush_losses(state: TrainState) -> list[float]:
     """The losses of the steps since the last flush, averaged over the ranks, added to the result."""
@@ -422,6 +604,10 @@ def log_step(state: TrainState, outcome: StepOutcome) -> dict[str, Any] | None:
         record["skipped_steps"] = state.result.skipped_steps
     state.metrics.log(state.step, record)
     state.last_log, state.tokens_since_log = now, 0
+    if state.log_lines:
+        loss = f"loss {record['loss']:.4f}" if record["loss"] is not None else "loss n/a"
+        say(state.info, f"step {state.step}/{tc.max_steps} {loss} lr {outcome.lr:.3g} "
+                        f"{record['tokens_per_s']:,.0f} tokens/s")
     return record
 
 
@@ -430,7 +616,7 @@ def check_bad_steps(state: TrainState, outcome: StepOutcome) -> None:
     if not outcome.bad:
         return
     tc = state.config.train
-    D.print0(state.info, f"step {state.step}: non-finite loss or gradient, step skipped "
+    say(state.info, f"step {state.step}: non-finite loss or gradient, step skipped "
                          f"({state.bad_run} in a row, {state.result.skipped_steps} in all)")
     if tc.nan_policy == "stop" or state.bad_run >= tc.max_bad_steps:
         where = (f"the last good checkpoint is {state.out / 'last'} (step {state.last_saved}); resume from it "
@@ -452,9 +638,13 @@ def save(state: TrainState, name: str) -> None:
         "scaler": state.scaler.state_dict() if state.scaler is not None else None,
         "streams": state.streams.state_dict(), "mems": gather_memory(state),
         "rng": D.all_gather_object(rng_state(state.device), state.info),
+        "data": data_fingerprint(state.data.train),  # a resume on other data is refused (check_same_data)
     }
+    target = state.out / name
+    if target.is_symlink():  # a checkpoint directory linked elsewhere (another disk): save there, keep the link
+        target = target.resolve()
     if state.info.is_main:
-        save_checkpoint(state.out / name, model=state.model, run_config=state.config, training_state=training_state,
+        save_checkpoint(target, model=state.model, run_config=state.config, training_state=training_state,
                         vocab=state.data.vocab)
     D.barrier(state.info)
     if name == "last":
@@ -474,7 +664,7 @@ def validate(state: TrainState) -> float | None:
     if res.bpc is not None:
         record["valid_bpc"] = res.bpc
     state.metrics.log(state.step, record)
-    D.print0(state.info, f"step {state.step}: valid loss {res.loss:.4f}, ppl {res.ppl:.3f}"
+    say(state.info, f"step {state.step}: valid loss {res.loss:.4f}, ppl {res.ppl:.3f}"
              + (f", bpc {res.bpc:.4f}" if res.bpc is not None else ""))
     state.result.valid_loss = res.loss
     if state.best is None or res.loss < state.best:
@@ -499,7 +689,7 @@ def interrupt(state: TrainState, signals: StopSignals) -> None:
     state.result.stopped_early = state.step < state.config.train.max_steps
     state.result.interrupted = signals.name or "signal"  # another rank got it when this one has none
     where = state.out / "last" if state.out is not None else "nothing (no --out)"
-    D.print0(state.info, f"{state.result.interrupted} received: saved {where} at step {state.step}; "
+    say(state.info, f"{state.result.interrupted} received: saved {where} at step {state.step}; "
                          "continue with --resume")
 
 
@@ -516,38 +706,66 @@ def finish(state: TrainState) -> None:
 
 
 # --- the run ----------------------------------------------------------------------------------------
-def train(config: RunConfig, *, data: Any, out: str | Path | None = None, resume: bool = False, vocab: Any = None,
-          progress: bool | None = None, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+def train(config: RunConfig, *, data: Any, out: str | Path | None = None, resume: bool = False,
+          overwrite: bool = False, allow_new_data: bool = False, vocab: Any = None, progress: bool | None = None,
+          on_step: Callable[[int, float], None] | None = None,
+          expected_step_seconds: float | None = None) -> TrainResult:
     """Train ``config.model`` on ``data`` (see :func:`load_data`), writing checkpoints and metrics to ``out``.
 
-    ``resume=True`` continues exactly from ``out/last``: the losses of N steps equal those of N/2 steps,
-    a stop, and N/2 resumed steps. Run under torchrun for DDP (one process per device). ``progress``:
-    None shows a bar on a terminal only. ``on_step(step, loss)`` is called after every step.
+    ``out`` has one owner: rank 0 holds its lock (``out/.lock``) for the whole run, and another process
+    gets an error naming this one. A fresh run refuses an ``out`` holding an earlier run's checkpoints or
+    metrics unless ``overwrite=True`` (which deletes them). ``resume=True`` continues exactly from
+    ``out/last``: the losses of N steps equal those of N/2 steps, a stop, and N/2 resumed steps; without a
+    last/ yet it starts the run, so one command serves every restart. Run under torchrun for DDP (one
+    process per device). ``progress``: None shows a bar on a terminal only. ``on_step(step, loss)`` is
+    called after every step.
     """
+    from ..locks import DirectoryLock
+
     device = resolve_device(config.train.device)
     info = D.init_distributed(device, timeout_s=config.train.dist_timeout)
+    out_path = Path(out) if out is not None else None
+    lock = DirectoryLock(out_path, what="run directory") if out_path is not None and info.is_main else None
     try:
-        state = setup(config, load_data(data, vocab), out=Path(out) if out is not None else None, resume=resume,
-                      device=device, info=info)
-        return run(state, progress=progress, on_step=on_step)
+        refused: TransformerXLError | None = None
+        if lock is not None:
+            try:
+                lock.acquire()
+            except TransformerXLError as exc:
+                refused = exc
+        # every rank learns whether rank 0 got the directory, so none waits for it in a collective
+        if D.any_rank(torch.tensor([float(refused is not None)], dtype=torch.float64, device=device), info)[0]:
+            raise refused or TransformerXLError(f"{out_path}: rank 0 could not lock the run directory (see its error)")
+        state = setup(config, load_data(data, vocab), out=out_path, resume=resume, overwrite=overwrite,
+                      device=device, info=info, allow_new_data=allow_new_data)
+        return run(state, progress=progress, on_step=on_step, expected_step_seconds=expected_step_seconds)
     finally:
+        if lock is not None:
+            lock.release()
         D.shutdown(info)
 
 
-def run(state: TrainState, *, progress: bool | None = None,
-        on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Steps until train.max_steps, train.max_time or a signal; then the final validation and save."""
+def run(state: TrainState, *, progress: bool | None = None, on_step: Callable[[int, float], None] | None = None,
+        expected_step_seconds: float | None = None) -> TrainResult:
+    """Steps until train.max_steps, train.max_time or a signal; then the final validation and save.
+    Without a progress bar (``progress=False``, or stderr not a terminal) each metrics row is also a plain,
+    timestamped line. ``expected_step_seconds``: a calibration; steps several times slower get a warning."""
     from tqdm.auto import tqdm
 
     tc = state.config.train
     bar = tqdm(total=tc.max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
                disable=(not state.info.is_main) or (None if progress is None else not progress))
+    state.log_lines = bool(bar.disable) and state.info.is_main
+    say(state.info, banner(state))
+    clock = StepClock(state, expected=expected_step_seconds)
     try:
         with StopSignals() as signals:
             while state.step < tc.max_steps:
+                started = time.perf_counter()
                 outcome = forward_backward(state)
                 agree(state, outcome, signals)
                 apply_or_skip(state, outcome)
+                clock.record(time.perf_counter() - started)
                 record = log_step(state, outcome)
                 bar.update(1)
                 if record is not None and record["loss"] is not None:
