@@ -308,3 +308,20 @@ def test_config_that_is_a_fifo_or_dev_zero_does_not_hang(kind: str, tmp_path: Pa
             load_pretrained(tmp_path)
     finally:
         signal.alarm(0)
+
+
+def test_a_run_directory_loads_like_its_checkpoint(tmp_path: Path) -> None:
+    """load_pretrained / load_vocabulary accept a training run directory: best/ first, else last/."""
+    from transformer_xl.data.vocab import Vocabulary
+
+    vocab = Vocabulary("char", [chr(65 + i) for i in range(CONFIG.n_token)])
+    last, best = _model(), TransformerXLLM(CONFIG).eval()
+    save_pretrained(last, tmp_path / "run" / "last", vocab=vocab)
+    loaded = load_pretrained(tmp_path / "run")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), last.state_dict().values()))
+    assert load_vocabulary(tmp_path / "run") == vocab
+    save_pretrained(best, tmp_path / "run" / "best")
+    loaded = load_pretrained(tmp_path / "run")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), best.state_dict().values()))
+    with pytest.raises(TransformerXLError, match="no checkpoint|not found"):
+        load_pretrained(tmp_path / "empty-run-that-does-not-exist")

@@ -369,8 +369,43 @@ def assign_state(model: TransformerXLLM, state: Mapping[str, Tensor], *, source:
             tensor.copy_(state[name])  # state_dict tensors share storage with the parameters
 
 
+# Where a checkpoint lies ---------------------------------------------------------------------------
+def old_checkpoint_path(directory: Path) -> Path:
+    """Where an atomic checkpoint save keeps the previous checkpoint while it swaps in the new one."""
+    return directory.with_name(f".{directory.name}.old")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint directory ``path`` names: a checkpoint itself, or a run directory (its ``best/``,
+    else ``last/``). A checkpoint whose replacement was interrupted is found under ``.NAME.old``."""
+    path = Path(path)
+    if not path.exists() and old_checkpoint_path(path).exists():
+        return old_checkpoint_path(path)
+    if not path.exists():
+        raise TransformerXLError(f"checkpoint not found: {path}")
+    if not path.is_dir():
+        raise TransformerXLError(f"{path} is a file; pass a checkpoint directory (or a run directory)")
+    if (path / "config.json").exists():
+        return path
+    for name in ("best", "last"):
+        candidate = path / name
+        if candidate.exists() or old_checkpoint_path(candidate).exists():
+            return resolve_checkpoint(candidate)
+    raise TransformerXLError(f"{path} holds no checkpoint (no config.json, best/ or last/)")
+
+
+def _checkpoint_directory(directory: Path) -> Path:
+    """``directory`` itself, or for a training run directory (no config.json, a best/ or last/) its checkpoint."""
+    if not os.path.lexists(directory / CONFIG_FILE) and any(
+            os.path.lexists(directory / name) or os.path.lexists(old_checkpoint_path(directory / name))
+            for name in ("best", "last")):
+        return resolve_checkpoint(directory)
+    return directory
+
+
 def load_pretrained(directory: str | Path, *, map_location: str | torch.device = "cpu") -> TransformerXLLM:
     """The model saved in ``directory`` by :func:`save_pretrained`, in eval mode on ``map_location``.
+    ``directory`` may also be a training run directory (its ``best/``, else ``last/``).
 
     Weights come from ``model.safetensors``; when it is absent a ``model.pt`` / ``pytorch_model.bin`` state
     dict with our parameter names is read with ``torch.load(weights_only=True)``, which refuses pickled code.
@@ -378,6 +413,7 @@ def load_pretrained(directory: str | Path, *, map_location: str | torch.device =
     """
     directory = Path(directory)
     _check_directory(directory)
+    directory = _checkpoint_directory(directory)  # a run directory: its best checkpoint, else the last
     weights = directory / WEIGHTS_FILE
     if not os.path.lexists(weights):
         weights = next((directory / n for n in _TORCH_WEIGHT_FILES if os.path.lexists(directory / n)), None)
@@ -404,10 +440,12 @@ def load_pretrained(directory: str | Path, *, map_location: str | torch.device =
 
 def load_vocabulary(directory: str | Path) -> Any | None:
     """The vocabulary saved next to the model (``vocab.json``), or None when none was saved. Its checksum
-    and its size (against config.json's n_token) are checked."""
+    and its size (against config.json's n_token) are checked. ``directory`` may be a run directory."""
     from .data.vocab import Vocabulary
 
     directory = Path(directory)
+    if directory.is_dir():
+        directory = _checkpoint_directory(directory)
     path = directory / VOCAB_FILE
     if not os.path.lexists(path):
         return None

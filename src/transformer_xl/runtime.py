@@ -22,6 +22,7 @@ import torch
 
 from .config import EvalConfig, ModelConfig, RunConfig, Span, TransformerXLError
 from .model import TransformerXLLM
+from .pretrained import old_checkpoint_path, resolve_checkpoint
 
 __all__ = [
     "DistInfo", "LoadedCheckpoint", "RUN_CONFIG_FILE", "all_reduce_sum", "autocast", "elastic_restart_count",
@@ -137,30 +138,6 @@ def all_reduce_sum(values: Sequence[float], device: torch.device, info: DistInfo
 
 
 # Checkpoints ---------------------------------------------------------------------------------------
-def old_checkpoint_path(directory: Path) -> Path:
-    """Where an atomic checkpoint save keeps the previous checkpoint while it swaps in the new one."""
-    return directory.with_name(f".{directory.name}.old")
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint directory ``path`` names: a checkpoint itself, or a run directory (its ``best/``,
-    else ``last/``). A checkpoint whose replacement was interrupted is found under ``.NAME.old``."""
-    path = Path(path)
-    if not path.exists() and old_checkpoint_path(path).exists():
-        return old_checkpoint_path(path)
-    if not path.exists():
-        raise TransformerXLError(f"checkpoint not found: {path}")
-    if not path.is_dir():
-        raise TransformerXLError(f"{path} is a file; pass a checkpoint directory (or a run directory)")
-    if (path / "config.json").exists():
-        return path
-    for name in ("best", "last"):
-        candidate = path / name
-        if candidate.exists() or old_checkpoint_path(candidate).exists():
-            return resolve_checkpoint(candidate)
-    raise TransformerXLError(f"{path} holds no checkpoint (no config.json, best/ or last/)")
-
-
 def load_run_config(directory: str | Path) -> RunConfig | None:
     """The run config saved with a training checkpoint; None for a bare save_pretrained directory."""
     from .pretrained import read_json

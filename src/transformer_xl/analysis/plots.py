@@ -16,7 +16,7 @@ from .recl import RECLResult
 __all__ = ["have_matplotlib", "plot_accuracy_by_distance", "plot_context_curves", "plot_gain_curves",
            "plot_loss_by_position", "position_report", "recl_report"]
 
-_EXTRA = "pip install 'transformer-xl[plot]' (or pip install matplotlib)"
+_EXTRA = ".venv/bin/pip install -e '.[plot]' in a git clone (pip install 'transformer-xl[plot]' otherwise)"
 
 
 def have_matplotlib() -> bool:

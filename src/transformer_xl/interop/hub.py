@@ -39,7 +39,8 @@ def hub_snapshot(repo_id: str, *, revision: str | None = None, cache_dir: str | 
         from huggingface_hub import snapshot_download
     except ImportError:
         raise TransformerXLError(f"{repo_id!r} looks like a Hugging Face hub id, but huggingface_hub is not "
-                                 "installed: pip install huggingface_hub, or pass a downloaded folder") from None
+                                 "installed: .venv/bin/pip install -e '.[hf]' in a git clone, or pass a downloaded "
+                                 "folder") from None
     offline = _offline_from_env() if local_files_only is None else local_files_only
     try:
         folder = snapshot_download(repo_id, revision=revision, cache_dir=None if cache_dir is None else str(cache_dir),
