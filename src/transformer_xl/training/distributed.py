@@ -9,6 +9,7 @@ and every helper is a no-op.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from ..runtime import DistInfo, resolve_device, torchrun_env
 
 __all__ = [
     "DistInfo", "all_gather_object", "all_gather_tensor", "any_rank", "barrier", "broadcast_object",
-    "init_distributed", "print0", "resolve_device", "shutdown", "wrap_model",
+    "init_distributed", "print0", "resolve_device", "say", "shutdown", "wrap_model",
 ]
 
 
@@ -110,3 +111,12 @@ def print0(info: DistInfo, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("file", sys.stderr)
         kwargs.setdefault("flush", True)
         print(*args, **kwargs)
+
+
+def say(info: DistInfo, text: str) -> None:
+    """A message of the run on rank 0 (stderr, as the progress bar), with a timestamp when stderr is not a
+    terminal (a job log, nohup), so that a log says when each thing happened."""
+    if not info.is_main:
+        return
+    stamp = "" if sys.stderr.isatty() else time.strftime("%Y-%m-%d %H:%M:%S ")
+    print(stamp + text, file=sys.stderr, flush=True)

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -40,42 +38,20 @@ from ..data.streams import Segment, TrainStreams, make_train_streams
 from ..evaluation import evaluate
 from ..kernels import apply_device_kernels
 from ..model import Memory, TransformerXLLM
-from ..pretrained import load_pretrained, load_vocabulary
+from ..pretrained import load_pretrained
 from ..runner import SegmentRunner
-from ..runtime import DistInfo, load_run_config, old_checkpoint_path, resolve_checkpoint, resolve_device
+from ..runtime import DistInfo, resolve_device
 from . import distributed as D
-from .checkpoint import (
-    check_same_data,
-    data_fingerprint,
-    load_training_state,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from .metrics import METRICS_FILE, MetricsLog
+from .checkpoint import data_fingerprint, rng_state, save_checkpoint, set_rng_state
+from .data import TrainData, load_data
+from .distributed import say
+from .metrics import MetricsLog
 from .optim import build_optimizer
+from .rundir import claim_run_directory
 from .schedule import learning_rate
 from .signals import StopSignals
 
 __all__ = ["NonFiniteLossError", "TrainData", "TrainResult", "TrainState", "load_data", "train"]
-
-
-@dataclass
-class TrainData:
-    """Token arrays of the splits and the vocabulary they were encoded with (None: bare arrays).
-
-    ``train_sentences``: the start of every sentence of the training split, for a sentence-level corpus
-    (lm1b); ``train.streams=auto`` then reads whole sentences in a shuffled order.
-    """
-
-    train: np.ndarray
-    valid: np.ndarray | None = None
-    vocab: Any = None
-    train_sentences: np.ndarray | None = None
-
-    @property
-    def level(self) -> str | None:
-        return getattr(self.vocab, "kind", None)
 
 
 @dataclass
@@ -92,39 +68,6 @@ class TrainResult:
 
 class NonFiniteLossError(TransformerXLError):
     """Too many consecutive steps had a non-finite loss or gradient (train.nan_policy, max_bad_steps)."""
-
-
-def load_data(data: Any, vocab: Any = None) -> TrainData:
-    """A prepared data directory (txl prepare), a PreparedCorpus, a TrainData or {"train": ..., "valid": ...}
-    (optionally "train_sentences": sentence starts of the training split)."""
-    if isinstance(data, TrainData):
-        return data
-    if isinstance(data, (str, Path)):
-        from ..data.cache import load_prepared
-
-        data = load_prepared(Path(data))
-    if isinstance(data, Mapping):
-        if "train" not in data:
-            raise TransformerXLError("training data needs a 'train' split")
-        return TrainData(train=np.asarray(data["train"]), valid=data.get("valid"), vocab=vocab,
-                         train_sentences=data.get("train_sentences"))
-    if hasattr(data, "split"):  # PreparedCorpus
-        try:
-            valid = data.split("valid")
-        except TransformerXLError:
-            valid = None
-        return TrainData(train=data.split("train"), valid=valid, vocab=vocab if vocab is not None else data.vocab,
-                         train_sentences=data.sentences("train"))
-    raise TransformerXLError(f"cannot train on {type(data).__name__}; pass a prepared data directory")
-
-
-def say(info: DistInfo, text: str) -> None:
-    """A message of the run on rank 0 (stderr, as the progress bar), with a timestamp when stderr is not a
-    terminal (a job log, nohup), so that a log says when each thing happened."""
-    if not info.is_main:
-        return
-    stamp = "" if sys.stderr.isatty() else time.strftime("%Y-%m-%d %H:%M:%S ")
-    print(stamp + text, file=sys.stderr, flush=True)
 
 
 # --- the state of a run ------------------------------------------------------------------------------
@@ -208,112 +151,6 @@ def check_run(config: RunConfig, data: TrainData, device: torch.device, info: Di
     if tc.batch_size % info.world_size or local_batch % tc.grad_accum:
         raise TransformerXLError(f"train.batch_size={tc.batch_size} must split evenly over {info.world_size} "
                                  f"process(es) and then into train.grad_accum={tc.grad_accum} chunks")
-
-
-def _check_compatible(saved: RunConfig, config: RunConfig) -> None:
-    """Refuse a resume whose model or data layout differs from the checkpoint's."""
-    saved_model, model = saved.model.to_dict(), config.model.to_dict()
-    diffs = [f"model.{k} was {saved_model[k]!r}, now {model[k]!r}" for k in saved_model if saved_model[k] != model[k]]
-    for key in ("batch_size",):  # the streams' layout; the stream state itself checks its kind and seed
-        a, b = getattr(saved.train, key), getattr(config.train, key)
-        if a != b:
-            diffs.append(f"train.{key} was {a!r}, now {b!r}")
-    if diffs:
-        raise TransformerXLError("cannot resume with an incompatible config: " + "; ".join(diffs)
-                                 + " (a resumed run keeps the model and train.batch_size it started with; "
-                                 "to change them, train into a new --out)")
-
-
-def find_resume_checkpoint(config: RunConfig, data: TrainData, out: Path | None, info: DistInfo, *,
-                           allow_new_data: bool = False) -> tuple[Path, dict[str, Any]] | None:
-    """(checkpoint directory, training state) of the run in ``out`` to continue, checked against this run;
-    None when ``out`` holds no last/ yet (the run is to start: an earlier attempt died before its first save)."""
-    if out is None:
-        raise TransformerXLError("resume needs the run directory (--out) holding last/")
-    last = out / "last"
-    if last.is_symlink():  # a checkpoint directory on another disk: its .old sibling is there too
-        last = last.resolve()
-    if not (last.exists() or old_checkpoint_path(last).exists()):
-        return None
-    checkpoint = resolve_checkpoint(last)
-    saved = load_run_config(checkpoint)
-    if saved is None:
-        raise TransformerXLError(f"{checkpoint} has no run.json: it is not a training checkpoint")
-    _check_compatible(saved, config)
-    saved_vocab = load_vocabulary(checkpoint)
-    if saved_vocab is not None and data.vocab is not None and saved_vocab != data.vocab:
-        raise TransformerXLError(f"cannot resume: {checkpoint} was trained with another vocabulary than "
-                                 "the data's (prepare the data with the same vocabulary)")
-    state = load_training_state(checkpoint)
-    check_same_data(state, data.train, checkpoint=checkpoint, allow_new_data=allow_new_data)
-    if state["world_size"] != info.world_size:
-        raise TransformerXLError(f"cannot resume on {info.world_size} process(es): the checkpoint was "
-                                 f"written by {state['world_size']} (memory and streams are per process)")
-    return checkpoint, state
-
-
-# What a run directory holds of an earlier run: a fresh run refuses to write over it (unless --overwrite).
-RUN_FILES = ("last", "best", ".last.old", ".best.old", METRICS_FILE, "tensorboard")
-
-
-def earlier_run_files(out: Path) -> list[Path]:
-    """The files and checkpoints of an earlier run in ``out``. An empty directory, or a link to nothing or to
-    an empty directory (a checkpoint place set up on another disk before the first run), holds no run."""
-    def holds_something(path: Path) -> bool:
-        if path.is_dir():
-            return any(path.iterdir())
-        return path.exists()
-
-    return [out / name for name in RUN_FILES if holds_something(out / name)]
-
-
-def remove_run_files(out: Path, paths: list[Path]) -> None:
-    """Delete an earlier run's files for --overwrite. A checkpoint directory that is a symbolic link keeps its
-    link: what it points to is deleted, and the next save writes there again."""
-    for path in paths:
-        if path.is_symlink():
-            target = path.resolve()
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                path.unlink()  # a link to a file (metrics.jsonl) or to nothing
-        elif path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    for stale in out.glob(".*.tmp-*"):  # a save killed while writing
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def claim_run_directory(config: RunConfig, data: TrainData, out: Path | None, *, resume: bool, overwrite: bool,
-                        info: DistInfo, allow_new_data: bool = False) -> tuple[Path, dict[str, Any]] | None:
-    """Decide what this run does with ``out``: continue its checkpoint (``resume`` and a last/ exists), start
-    fresh in an empty directory, start again over an attempt that never saved last/ (``resume``), or delete an
-    earlier run (``overwrite``). Refuses to start a fresh run over an earlier one's files. Says which on rank 0.
-    Returns the checkpoint and training state to restore, or None to start at step 0."""
-    if out is None:
-        if resume:
-            raise TransformerXLError("resume needs the run directory (--out) holding last/")
-        return None
-    if resume:
-        found = find_resume_checkpoint(config, data, out, info, allow_new_data=allow_new_data)
-        if found is not None:
-            say(info, f"resuming {out} from {found[0]} at step {int(found[1]['step'])}")
-            return found
-        say(info, f"--resume: no checkpoint in {out / 'last'} yet, so this starts the run from step 0")
-        return None
-    earlier = earlier_run_files(out)
-    if earlier and not overwrite:
-        names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in earlier)
-        raise TransformerXLError(f"{out} already holds a run ({names}); pass --resume to continue it, --overwrite "
-                                 "to delete it and start again, or choose another --out")
-    if earlier:
-        D.barrier(info)  # every rank has looked before rank 0 deletes
-        if info.is_main:
-            remove_run_files(out, earlier)
-            say(info, f"--overwrite: deleted the earlier run's {', '.join(p.name for p in earlier)} in {out}")
-        D.barrier(info)
-    return None
 
 
 def build_model(config: RunConfig, info: DistInfo, device: torch.device,
