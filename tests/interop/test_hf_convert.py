@@ -214,3 +214,24 @@ def test_a_huge_vocab_size_is_refused_before_allocating(tmp_path: Path) -> None:
     with pytest.raises(TransformerXLError, match="does not match"):
         import_hf(tmp_path)
     assert time.perf_counter() - started < 5
+
+
+def test_a_bin_saved_with_shared_biases_repeats_them_per_layer_and_still_imports(tmp_path) -> None:
+    """transformers' pytorch_model.bin with untie_r false lists the shared u/v under every layer's name too."""
+    transformers = pytest.importorskip("transformers")
+    from transformer_xl.interop.hf import import_hf
+
+    config = transformers.TransfoXLConfig(vocab_size=30, cutoffs=[10], d_model=16, d_embed=16, n_head=2, d_head=8,
+                                          d_inner=32, n_layer=2, mem_len=4, tgt_len=4, untie_r=False, div_val=1)
+    hf = transformers.TransfoXLLMHeadModel(config).eval()
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=False)
+    state = torch.load(tmp_path / "hf" / "pytorch_model.bin", weights_only=True)
+    assert any(k.startswith("transformer.layers.0.") and k.endswith("r_w_bias") for k in state)
+    ours = import_hf(tmp_path / "hf")
+    x = torch.randint(0, 30, (1, 6))
+    from transformer_xl.interop.hf import zero_memory
+
+    with torch.no_grad():  # HF starts from a zero-filled memory of mem_len: give ours the same start
+        expected = hf(x).prediction_scores
+        got = ours(x, memory=zero_memory(ours, 1), return_log_probs=True).log_probs
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

@@ -148,6 +148,9 @@ def _meta_model(config: ModelConfig) -> TransformerXLLM:
         return TransformerXLLM(config)
 
 
+_SHARED_BIASES = ("r_w_bias", "r_r_bias")
+
+
 def state_dict_from_hf(hf_state: Mapping[str, Tensor], config: ModelConfig, *,
                        source: str | Path = "the Hugging Face checkpoint") -> dict[str, Tensor]:
     """Our state dict (canonical names only: one entry per distinct tensor) from Hugging Face tensors.
@@ -159,6 +162,15 @@ def state_dict_from_hf(hf_state: Mapping[str, Tensor], config: ModelConfig, *,
     canonical = {id(p): name for name, p in model.named_parameters()}
     out: dict[str, Tensor] = {}
     used = {_INV_FREQ}
+    if not config.untie_rel_bias:
+        # transformers' pytorch_model.bin (untie_r false) repeats the shared u and v under every layer's
+        # name: aliases of the shared tensors, which must then be equal to them
+        for key in [k for k in hf_state if k.startswith(HF_PREFIX + "layers.") and k.endswith(_SHARED_BIASES)]:
+            shared = hf_state.get(HF_PREFIX + key.rsplit(".", 1)[1])
+            if shared is None or not torch.equal(shared, hf_state[key]):
+                raise TransformerXLError(f"{source}: {key} differs from the shared u/v, but the config has "
+                                         "untie_r false; the checkpoint does not match its config")
+            used.add(key)
     missing = []
     for name in canonical.values():
         key = _hf_name(name)

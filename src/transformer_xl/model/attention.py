@@ -183,6 +183,8 @@ class MultiHeadAttention(nn.Module):
     def _use_sdpa(self, q: Tensor) -> bool:
         if self.impl != "auto":
             return self.impl == "sdpa"
+        if torch.jit.is_tracing():  # one fixed path: a trace must not depend on whether gradients are on
+            return False
         # Measured on CPU (benchmarks/RESULTS.md): SDPA's fused kernel wins without gradients, but with a
         # positional bias that needs a gradient it falls back to a slower path than the explicit one.
         return q.device.type != "cpu" or not q.requires_grad
@@ -199,10 +201,20 @@ class MultiHeadAttention(nn.Module):
         probs = torch.softmax(scores.float() if low_precision else scores, dim=-1).to(v.dtype)
         return self.dropatt(probs) @ v  # (B, H, T, K) @ (B, H, K, D) -> (B, H, T, D)
 
+    def _attend_with_probs(self, q: Tensor, k: Tensor, v: Tensor, pos: Tensor | None,
+                           mask_bias: Tensor) -> tuple[Tensor, Tensor]:
+        """The explicit path of :meth:`_attend`, also returning the probabilities (B, H, T, K) (before dropout)."""
+        scores = q @ k.transpose(-1, -2)  # (B, H, T, D) @ (B, H, D, K) -> (B, H, T, K)
+        scores = scores + mask_bias if pos is None else rel_shift(pos) + scores + mask_bias
+        probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)  # (B, H, T, K)
+        return self.dropatt(probs) @ v, probs  # (B, H, T, K) @ (B, H, K, D) -> (B, H, T, D)
+
     def forward(self, h: Tensor, *, mem: Tensor | None, ctx: AttentionContext,
-                mem_kv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                mem_kv: tuple[Tensor, Tensor] | None = None,
+                return_probs: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor]] | tuple[Tensor, tuple, Tensor]:
         """h (B, T, C), mem (B, M, C) or None -> (B, T, C) after the residual connection and norm, and the
-        keys and values (B, H, K, D) of [memory ; segment].
+        keys and values (B, H, K, D) of [memory ; segment]; with ``return_probs`` also the attention
+        probabilities (B, H, T, K), computed on the explicit path.
 
         ``mem_kv``: the memory's keys and values from the previous segment. A memory row's key and value
         depend only on that row (the relative variants add no position to them), so reusing them skips
@@ -219,10 +231,15 @@ class MultiHeadAttention(nn.Module):
             x = self.layer_norm(cat) if self.pre_norm else cat
             q, k, v = self._project(self.add_positions(x, ctx), qlen)
         q, pos = self.position_terms(q * self.scale, ctx)
-        attn = self._attend(q, k, v, pos, ctx.mask_bias(q.dtype))  # (B, H, T, D)
+        probs = None
+        if return_probs:
+            attn, probs = self._attend_with_probs(q, k, v, pos, ctx.mask_bias(q.dtype))  # (B, H, T, D)
+        else:
+            attn = self._attend(q, k, v, pos, ctx.mask_bias(q.dtype))  # (B, H, T, D)
         out = self.o_net(attn.transpose(1, 2).reshape(bsz, qlen, self.n_head * self.d_head))  # (B, T, C)
         out = self.drop(out)
-        return (h + out if self.pre_norm else self.layer_norm(h + out)), (k, v)
+        out = h + out if self.pre_norm else self.layer_norm(h + out)
+        return (out, (k, v)) if probs is None else (out, (k, v), probs)
 
 
 class XLRelativeAttention(MultiHeadAttention):

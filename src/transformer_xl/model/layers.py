@@ -37,7 +37,12 @@ class DecoderLayer(nn.Module):
         self.pos_ff = PositionwiseFF(config)
 
     def forward(self, h: Tensor, mem: Tensor | None, ctx: AttentionContext,
-                mem_kv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """h (B, T, C), mem (B, M, C) or None -> (B, T, C), and the attention's keys and values."""
+                mem_kv: tuple[Tensor, Tensor] | None = None, return_probs: bool = False
+                ) -> tuple[Tensor, tuple[Tensor, Tensor]] | tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
+        """h (B, T, C), mem (B, M, C) or None -> (B, T, C), and the attention's keys and values (and, with
+        ``return_probs``, its probabilities (B, H, T, K))."""
+        if return_probs:
+            h, kv, probs = self.dec_attn(h, mem=mem, ctx=ctx, mem_kv=mem_kv, return_probs=True)
+            return self.pos_ff(h), kv, probs
         h, kv = self.dec_attn(h, mem=mem, ctx=ctx, mem_kv=mem_kv)
         return self.pos_ff(h), kv

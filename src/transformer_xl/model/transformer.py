@@ -26,12 +26,17 @@ class XLOutput:
         memory's attention keys and values too when the call had ``use_kv_cache=True`` (inference).
     log_probs: (B, T', V) log-probabilities, when ``return_log_probs=True``.
     hidden: (B, T', C) final hidden states (the softmax input), when ``return_hidden=True``.
+    attentions: per layer the attention probabilities (B, H, T, K), when ``return_attentions=True``.
+    layer_outputs: L + 1 tensors (B, T, C): the input of every layer, then the final hidden states (after
+        dropout), when ``return_layer_outputs=True``.
     """
 
     loss: Tensor | None
     memory: Memory | None
     log_probs: Tensor | None = None
     hidden: Tensor | None = None
+    attentions: tuple[Tensor, ...] | None = None
+    layer_outputs: tuple[Tensor, ...] | None = None
 
 
 class TransformerXLLM(nn.Module):
@@ -152,7 +157,8 @@ class TransformerXLLM(nn.Module):
                 memory: Memory | Sequence[Tensor] | None = None, mem_len: int | None = None,
                 clamp_len: int | None = None, same_length: bool | None = None, ext_len: int | None = None,
                 use_kv_cache: bool = False, return_log_probs: bool = False,
-                return_hidden: bool = False) -> XLOutput:
+                return_hidden: bool = False, return_attentions: bool = False,
+                return_layer_outputs: bool = False) -> XLOutput:
         """x (B, T) token ids; targets (B, T') predicted from the last T' positions (T' < T when the
         first positions are extended context, ``ext_len``); ``memory`` from the previous segment, or None.
 
@@ -167,6 +173,9 @@ class TransformerXLLM(nn.Module):
         ``use_kv_cache=True`` keeps the memory's attention keys and values in the returned memory; the
         next call then reuses them instead of projecting the memory again (same results; inference with
         the relative attention variants, where a memory row's key never changes).
+
+        ``return_attentions`` / ``return_layer_outputs`` add every layer's attention probabilities (computed
+        on the explicit path) / every layer's input and the final states to the output (inspection).
         """
         config = self.config
         mem_len = config.mem_len if mem_len is None else mem_len
@@ -197,12 +206,15 @@ class TransformerXLLM(nn.Module):
                                r_r_bias=self.r_r_bias, mask=mask)
 
         cached = None if memory is None else memory.keys_values
-        layer_inputs, kvs = [], []
+        layer_inputs, kvs, attentions = [], [], []
         for i, layer in enumerate(self.layers):
             layer_inputs.append(h)
             mem_i = None if memory is None else memory.states[i]
             mem_kv = None if cached is None else cached[i]
-            if config.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            if return_attentions:
+                h, kv, probs = layer(h, mem_i, ctx, mem_kv, True)
+                attentions.append(probs)
+            elif config.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 h, kv = checkpoint(layer, h, mem_i, ctx, mem_kv, use_reentrant=False)
             else:
                 h, kv = layer(h, mem_i, ctx, mem_kv)
@@ -219,7 +231,9 @@ class TransformerXLLM(nn.Module):
             loss = self.crit(flat, targets.reshape(-1).long()).view(bsz, n_pred)  # (B, T')
         log_probs = self.crit.log_probs(flat).view(bsz, n_pred, -1) if return_log_probs else None
         return XLOutput(loss=loss, memory=new_memory, log_probs=log_probs,
-                        hidden=pred if return_hidden else None)
+                        hidden=pred if return_hidden else None,
+                        attentions=tuple(attentions) if return_attentions else None,
+                        layer_outputs=(*layer_inputs, h) if return_layer_outputs else None)
 
     def _check_kv_cache(self, kv_cache: KeysValues, mlen: int) -> None:
         expected = (self.config.n_head, mlen, self.config.d_head)
