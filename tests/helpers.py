@@ -20,3 +20,14 @@ def randomize_(model: torch.nn.Module, *, std: float = 0.3, seed: int = 0) -> to
             else:
                 param.copy_(noise)
     return model
+
+
+def trap_torch_loaders(monkeypatch, marker) -> None:
+    """Make torch.load and torch.jit.load write ``marker`` and fail: a test then proves a file was refused
+    before torch was ever asked to read it (a TorchScript archive runs its code inside those loaders)."""
+    def trapped(*args, **kwargs):
+        marker.write_text("reached")
+        raise AssertionError("torch was asked to load the archive")
+
+    monkeypatch.setattr(torch, "load", trapped)
+    monkeypatch.setattr(torch.jit, "load", trapped)

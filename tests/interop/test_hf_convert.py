@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import randomize_
+from helpers import randomize_, trap_torch_loaders
 from transformer_xl import ModelConfig, TransformerXLError, TransformerXLLM
 from transformer_xl.interop import config_from_hf, config_to_hf, export_hf, import_hf, read_text_vocab
 from transformer_xl.interop.hf import load_hf_state, state_dict_to_hf
@@ -181,13 +181,7 @@ def test_a_torchscript_pytorch_model_bin_is_refused(monkeypatch: pytest.MonkeyPa
     (tmp_path / "model.safetensors").unlink()
     torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), str(tmp_path / "pytorch_model.bin"))
     marker = tmp_path / "reached"
-
-    def trapped(*args, **kwargs):
-        marker.write_text("reached")
-        raise AssertionError("torch was asked to load the archive")
-
-    monkeypatch.setattr(torch, "load", trapped)
-    monkeypatch.setattr(torch.jit, "load", trapped)
+    trap_torch_loaders(monkeypatch, marker)
     with pytest.raises(TransformerXLError, match="TorchScript"):
         import_hf(tmp_path)
     assert not marker.exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import randomize_
+from helpers import randomize_, trap_torch_loaders
 from transformer_xl import ModelConfig, TransformerXLError, TransformerXLLM
 from transformer_xl.interop.original import import_original
 
@@ -162,13 +162,7 @@ def test_torchscript_archives_are_refused_with_and_without_the_flag(unsafe: bool
     asks the allow-list unpickler: the importer refuses the archive before torch sees it."""
     torch.jit.save(torch.jit.script(nn.Linear(3, 2)), str(tmp_path / "model.pt"))
     marker = tmp_path / "reached"
-
-    def trapped(*args, **kwargs):
-        marker.write_text("reached")
-        raise AssertionError("torch was asked to load the archive")
-
-    monkeypatch.setattr(torch, "load", trapped)
-    monkeypatch.setattr(torch.jit, "load", trapped)
+    trap_torch_loaders(monkeypatch, marker)
     for flavour in ("original", "nvidia"):
         with pytest.raises(TransformerXLError, match="TorchScript archive holding code"):
             import_original(tmp_path / "model.pt", flavour=flavour, unsafe_pickle=unsafe)
