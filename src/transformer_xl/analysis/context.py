@@ -34,7 +34,7 @@ from torch import Tensor
 from ..config import Span, TransformerXLError
 from ..evaluation import evaluate, sliding_window_evaluate
 from ..model import TransformerXLLM
-from ..runner import SegmentRunner
+from ..runner import SegmentRunner, as_token_tensor
 
 __all__ = ["CONTEXT_METHODS", "ContextLosses", "PositionLosses", "context_losses", "context_method", "context_span",
            "fingerprint_model", "fingerprint_tokens", "loss_by_position", "window_cap"]
@@ -57,11 +57,6 @@ def fingerprint_model(model: TransformerXLLM) -> str:
 def fingerprint_tokens(tokens: np.ndarray | Tensor) -> str:
     array = np.ascontiguousarray(np.asarray(tokens).astype(np.int64))
     return hashlib.sha256(array.tobytes()).hexdigest()[:20]
-
-
-def _as_long(tokens: np.ndarray | Tensor) -> Tensor:
-    # a copy: prepared splits are read-only memory maps, which torch cannot wrap
-    return tokens.long() if isinstance(tokens, Tensor) else torch.from_numpy(np.array(tokens, dtype=np.int64))
 
 
 # Methods -------------------------------------------------------------------------------------------
@@ -138,7 +133,7 @@ def context_losses(model: TransformerXLLM, tokens: np.ndarray | Tensor, contexts
     if not contexts or any(c < 0 for c in contexts):
         raise TransformerXLError(f"contexts must be non-negative token counts, got {contexts}")
     method = context_method(model) if method == "auto" else method
-    data = _as_long(tokens)
+    data = as_token_tensor(tokens)
     dev = torch.device(device) if device is not None else None
     cap = window_cap(model) if method == "window" else None
     cache = Path(cache_dir) if cache_dir is not None else None
@@ -219,9 +214,7 @@ def loss_by_position(model: TransformerXLLM, tokens: np.ndarray | Tensor, *, spa
     seg = span.seg_len
     if batch_size <= 0:
         raise TransformerXLError(f"need batch_size > 0, got {batch_size}")
-    data = _as_long(tokens)
-    if max_tokens:
-        data = data[:max_tokens + 1]
+    data = as_token_tensor(tokens, max_tokens)
     n_seg = (len(data) - 1) // (batch_size * seg)
     if n_seg < 1:
         raise TransformerXLError(f"{len(data)} tokens are too few for {batch_size} streams of one {seg}-token "

@@ -49,11 +49,6 @@ class Memory:
     def batch_size(self) -> int:
         return int(self.states[0].shape[0])
 
-    def to(self, device: torch.device | str) -> "Memory":
-        kv = None if self.keys_values is None else tuple((k.to(device), v.to(device)) for k, v in self.keys_values)
-        return Memory(tuple(s.to(device) for s in self.states), kv,
-                      None if self.padding is None else self.padding.to(device))
-
     def rows(self, index: slice | Tensor) -> "Memory":
         """The memory of some streams of the batch (a slice or index tensor over B)."""
         kv = None if self.keys_values is None else tuple((k[index], v[index]) for k, v in self.keys_values)
