@@ -20,6 +20,7 @@ import json
 import os
 import struct
 import sys
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -262,6 +263,10 @@ def _build_chars(spec: CorpusSpec, reader: _Reader, *, min_freq: int, max_vocab:
 
 
 # --------------------------------------------------------------------------------------------------
+# What numpy raises for a damaged .npy header: its parser goes through Python's tokenizer and literal_eval.
+_DAMAGED_NPY = (ValueError, SyntaxError, tokenize.TokenError)
+
+
 @dataclass
 class PreparedCorpus:
     """A prepared directory: vocabulary, memory-mapped splits, metadata."""
@@ -284,7 +289,7 @@ class PreparedCorpus:
             return None
         try:
             return np.load(file, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, EOFError, *_DAMAGED_NPY) as exc:
             raise DataError(f"{file} is missing or damaged ({exc}); run txl prepare again") from None
 
     @property
@@ -384,7 +389,7 @@ def load_prepared(out: str | Path) -> PreparedCorpus:
                 np.zeros(0, dtype=info["dtype"])
         except FileNotFoundError:
             raise DataError(f"{file} is missing from the prepared corpus; run txl prepare again") from None
-        except (ValueError, OSError, EOFError) as exc:
+        except (OSError, EOFError, *_DAMAGED_NPY) as exc:
             raise DataError(f"{file} is truncated or damaged ({exc}); expected {info['tokens']:,} tokens; "
                             "run txl prepare again") from None
         if arr.ndim != 1 or len(arr) != info["tokens"] or str(arr.dtype) != info["dtype"]:
