@@ -4,6 +4,7 @@
     python benchmarks/bench.py --configs C --workloads train eval640
     python benchmarks/bench.py --config enwik8-base  # any preset (batch from --batch-size)
     python benchmarks/bench.py --device cuda          # on a GPU (peak memory: torch.cuda.max_memory_allocated)
+    python benchmarks/bench.py --configs C --workloads train train_recompute  # recompute_attention off/on
 
 Every measurement runs in a fresh subprocess (so peak resident memory is that workload's own) and is
 repeated; the table shows medians and the ratio ours / Hugging Face measured in the same run. Model
@@ -36,6 +37,8 @@ CONFIGS = {
     "W": dict(preset="word-small", batch_size=8),
 }
 WORKLOADS = ("train", "train_bf16", "eval128", "eval640", "gen")
+# Run only when named: fp32 training of ours with recompute_attention on (HF as in "train").
+EXTRA_WORKLOADS = ("train_recompute",)
 EVAL_SEG_LEN = 64
 THREADS: int | None = None  # threads per worker (--threads); None: torch's default
 DEVICE = torch.device("cpu")  # --device: where every worker runs
@@ -203,8 +206,10 @@ def worker_bf16_loss(spec: Spec, *, steps: int) -> dict:
     return result
 
 
-def worker_train(impl: str, spec: Spec, *, steps: int, warmup: int, bf16: bool) -> dict:
+def worker_train(impl: str, spec: Spec, *, steps: int, warmup: int, bf16: bool, recompute: bool = False) -> dict:
     config, batch = spec.config, spec.batch_size
+    if recompute and impl == "ours":
+        config = config.replace(recompute_attention=True)
     model = build(impl, config).train()
     optim = torch.optim.Adam(model.parameters(), lr=2.5e-4)
     seg = config.seg_len
@@ -277,8 +282,9 @@ def run_worker(args: argparse.Namespace) -> None:
     spec = spec_for(args.config_name, args.batch_size)
     if args.worker == "matmul":
         result = worker_matmul(args.dtype, args.repeats)
-    elif args.worker in ("train", "train_bf16"):
-        result = worker_train(args.impl, spec, steps=args.steps, warmup=2, bf16=args.worker == "train_bf16")
+    elif args.worker in ("train", "train_bf16", "train_recompute"):
+        result = worker_train(args.impl, spec, steps=args.steps, warmup=2, bf16=args.worker == "train_bf16",
+                              recompute=args.worker == "train_recompute")
     elif args.worker in ("eval128", "eval640"):
         result = worker_eval(args.impl, spec, mem_len=int(args.worker[4:]), steps=args.steps)
     elif args.worker == "bf16_loss":
@@ -316,7 +322,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["C", "W"], help="C, W or preset names")
     parser.add_argument("--config", dest="extra", default=None, help="also benchmark this preset")
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS + EXTRA_WORKLOADS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -355,7 +361,7 @@ def main() -> None:
             ours = measure(workload, impl="ours", config_name=name, batch_size=args.batch_size,
                            steps=args.steps, repeats=args.repeats)
             # Hugging Face is always measured in fp32: the bf16 target is against its fp32 speed.
-            hf_workload = "train" if workload == "train_bf16" else workload
+            hf_workload = "train" if workload in ("train_bf16", "train_recompute") else workload
             hf = measure(hf_workload, impl="hf", config_name=name, batch_size=args.batch_size,
                          steps=args.steps, repeats=args.repeats)
             row = {"config": name, "workload": workload, "ours": ours, "hf": hf}

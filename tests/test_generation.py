@@ -1,5 +1,5 @@
 """Generation with memory: equal to full recomputation when the memory covers the text, memory capped
-at mem_len, sampling controls (temperature, top-k, top-p, seed)."""
+at mem_len, sampling controls (temperature, top-k, top-p, seed), batches of prompts equal to each alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from helpers import randomize_
 from transformer_xl import ModelConfig, TransformerXLLM
 from transformer_xl.config import TransformerXLError
-from transformer_xl.generation import Generator, generate, sample_next
+from transformer_xl.generation import Generator, _read_prompts, generate, generate_batch, sample_next
 
 
 def _model(**overrides) -> TransformerXLLM:
@@ -130,3 +130,79 @@ def test_extreme_temperatures_sample_or_say_why() -> None:
         generate(model, [7], max_new_tokens=3, top_p=float("nan"))
     with pytest.raises(TransformerXLError, match="no finite probabilities"):
         sample_next(torch.full((5,), float("nan")), temperature=1.0)
+
+
+# --- batched generation: each row equals the prompt generated alone ---------------------------------
+
+def _prompts(*lengths: int) -> list[list[int]]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 31, (n,), generator=gen).tolist() for n in lengths]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("attn_type", ["xl", "vaswani"])  # with and without the kv cache
+def test_greedy_batch_equals_each_prompt_alone(dtype: torch.dtype, attn_type: str) -> None:
+    model = _model(attn_type=attn_type).to(dtype)
+    prompts = _prompts(3, 17, 40, 3, 1)  # memories of 3, 6 (full), 6, 3 and 1 positions after the prompt
+    for span in ({}, {"mem_len": 64, "same_length": True, "clamp_len": 5}):
+        batch = generate_batch(model, prompts, max_new_tokens=20, temperature=0, **span)
+        alone = [list(generate(model, p, max_new_tokens=20, temperature=0, **span)) for p in prompts]
+        assert batch == alone and all(len(row) == 20 for row in batch)
+        assert len({tuple(row) for row in batch}) > 1  # the rows really differ
+
+
+def test_sampled_batch_is_reproducible_and_equals_seeded_rows() -> None:
+    model = _model()
+    prompts = _prompts(3, 17, 40)
+    kwargs = dict(max_new_tokens=15, temperature=1.0, top_k=10, top_p=0.95)
+    a = generate_batch(model, prompts, seed=7, **kwargs)
+    assert a == generate_batch(model, prompts, seed=7, **kwargs)
+    assert a == [list(generate(model, p, seed=7 + i, **kwargs)) for i, p in enumerate(prompts)]
+    per_row = generate_batch(model, prompts, seed=[9, 8, 7], **kwargs)  # one seed per row
+    assert per_row[1] == a[1] and per_row[2] == list(generate(model, prompts[2], seed=7, **kwargs)) != a[2]
+    assert generate_batch(model, prompts, seed=8, **kwargs) != a
+
+
+def test_rows_stop_at_stop_id_independently() -> None:
+    model = _model()
+    prompts = _prompts(3, 17, 40, 9)
+    free = generate_batch(model, prompts, max_new_tokens=25, temperature=0)
+    stop = free[1][4]  # row 1 stops after 5 tokens (or earlier); other rows when they meet it, if ever
+    batch = generate_batch(model, prompts, max_new_tokens=25, temperature=0, stop_id=stop)
+    assert batch == [list(generate(model, p, max_new_tokens=25, temperature=0, stop_id=stop)) for p in prompts]
+    assert batch[1][-1] == stop and len(batch[1]) <= 5 and any(len(row) == 25 for row in batch)
+
+
+def test_padding_is_what_makes_the_batch_exact() -> None:
+    model = _model()
+    prompts = _prompts(2, 9, 3)
+    span = model.config.train_span
+    with torch.no_grad():
+        log_probs, memory = _read_prompts(model, prompts, span, torch.device("cpu"))
+        assert memory.length == 4 and memory.padding.tolist() == [2, 0, 1]  # mem_len 4; 2 and 3 tokens
+        for i, p in enumerate(prompts):
+            assert torch.allclose(log_probs[i], Generator(model).feed(p), atol=1e-12)
+        x = torch.tensor([[1], [2], [3]])
+        masked = model(x, memory=memory, return_log_probs=True).log_probs
+        unmasked = model(x, memory=type(memory)(memory.states, memory.keys_values), return_log_probs=True).log_probs
+        assert not torch.allclose(masked[0], unmasked[0]) and torch.equal(masked[1], unmasked[1])
+
+
+def test_batch_edge_cases_and_errors() -> None:
+    model = _model()
+    prompts = _prompts(3, 6)
+    assert generate_batch(model, prompts, max_new_tokens=0) == [[], []]
+    assert generate_batch(model, [], max_new_tokens=4) == []
+    # mem_len 0: no memory to pad, rows one after the other, still each row's own result
+    assert generate_batch(model, prompts, max_new_tokens=5, temperature=0, mem_len=0) == \
+        [list(generate(model, p, max_new_tokens=5, temperature=0, mem_len=0)) for p in prompts]
+    # a (B, T) tensor is B prompts of equal length
+    same = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    assert generate_batch(model, same, max_new_tokens=4, temperature=0) == \
+        generate_batch(model, same.tolist(), max_new_tokens=4, temperature=0)
+    with pytest.raises(TransformerXLError, match="list of prompts"):
+        generate_batch(model, [1, 2, 3], max_new_tokens=3)
+    with pytest.raises(TransformerXLError, match="one integer per prompt"):
+        generate_batch(model, prompts, max_new_tokens=3, seed=[1])
+    with pytest.raises(TransformerXLError, match=r"\[0, 31\)"):
+        generate_batch(model, [[1], [99]], max_new_tokens=3)

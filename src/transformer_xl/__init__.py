@@ -18,7 +18,7 @@ from .config import (
 )
 from .data.vocab import Vocabulary
 from .evaluation import EvalResult, evaluate, score_tokens, sliding_window_evaluate
-from .generation import Generation, Generator, generate, generate_text
+from .generation import Generation, Generator, generate, generate_batch, generate_text
 from .kernels import apply_device_kernels
 from .model import Memory, TransformerXLLM, XLOutput
 from .pretrained import load_pretrained, save_pretrained
@@ -33,7 +33,7 @@ __all__ = [
     "ConfigError", "DataConfig", "EvalConfig", "EvalResult", "Generation", "Generator", "Memory", "ModelConfig",
     "OptimConfig", "PRESET_NAMES", "RunConfig", "SegmentRunner", "Span", "Tokenizer", "TrainConfig", "TrainResult",
     "TransformerXLError", "TransformerXLLM", "Vocabulary", "XLOutput", "__version__", "apply_device_kernels",
-    "evaluate", "generate", "generate_text", "load_checkpoint", "load_model_and_tokenizer", "load_pretrained",
-    "load_tokenizer", "preset_eval_span", "resolve_span", "save_pretrained", "score_tokens",
+    "evaluate", "generate", "generate_batch", "generate_text", "load_checkpoint", "load_model_and_tokenizer",
+    "load_pretrained", "load_tokenizer", "preset_eval_span", "resolve_span", "save_pretrained", "score_tokens",
     "sliding_window_evaluate", "train",
 ]

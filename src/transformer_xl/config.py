@@ -80,6 +80,8 @@ class ModelConfig:
     init_std: float = 0.02  # std of the normal initialisation of weights
     proj_init_std: float = 0.01  # std of the normal initialisation of projections
     gradient_checkpointing: bool = False  # recompute layer activations in backward to save memory
+    recompute_attention: bool = False  # training keeps q, k, v per layer; scores/probs recomputed in backward
+    sample_softmax: int = 0  # training only: N log-uniform negatives per step instead of the full softmax; 0: off
 
     def __post_init__(self) -> None:
         # Normalise sequence fields coming from JSON/TOML (lists) into tuples, and fill defaults.
@@ -111,6 +113,8 @@ class ModelConfig:
                  f"attn_type must be one of {ATTENTION_TYPES}, got {self.attn_type!r}")
         _require(self.attn_impl in ATTENTION_IMPLS,
                  f"attn_impl must be one of {ATTENTION_IMPLS}, got {self.attn_impl!r}")
+        _require(isinstance(self.recompute_attention, bool),
+                 f"recompute_attention must be true or false, got {self.recompute_attention!r}")
         _require(self.d_model % 2 == 0, f"d_model must be even for the sinusoid encoding, got {self.d_model}")
         cut = self.cutoffs
         _require(all(a < b for a, b in zip((0,) + cut, cut + (self.n_token,))),
@@ -121,6 +125,13 @@ class ModelConfig:
                  f"d_embed={self.d_embed} // div_val={self.div_val}**{len(cut)} leaves an empty embedding")
         _require(len(self.tie_projs) == len(cut) + 1,
                  f"tie_projs needs one entry per cluster ({len(cut) + 1}), got {list(self.tie_projs)}")
+        n = self.sample_softmax
+        _require(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < self.n_token,
+                 f"sample_softmax must be an integer in [0, n_token={self.n_token}), got {n!r}")
+        _require(n == 0 or not cut,
+                 f"sample_softmax needs a plain softmax, got cutoffs {list(cut)}: empty model.cutoffs "
+                 "(--model.cutoffs \"\"; the adaptive softmax already avoids the full-vocabulary product) "
+                 "or set sample_softmax 0")
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -382,7 +393,7 @@ class DataConfig:
 
 
 # === training and evaluation configs (OptimConfig, TrainConfig, EvalConfig) ===
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "lamb")
 SCHEDULES = ("cosine", "inv_sqrt", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NAN_POLICIES = ("skip", "stop", "ignore")
@@ -396,13 +407,13 @@ TRAIN_STREAMS = ("auto", "ordered", "varlen", "sentences")
 class OptimConfig:
     """Optimiser and learning-rate schedule (the paper: Adam, linear warmup then cosine annealing)."""
 
-    optimizer: str = "adam"  # "adam" or "adamw"
+    optimizer: str = "adam"  # "adam", "adamw" or "lamb" (NVIDIA's variant: needs a larger lr, e.g. 0.01)
     lr: float = 2.5e-4  # peak learning rate
     lr_min: float = 0.0  # floor the cosine schedule decays to (original: eta_min)
     schedule: str = "cosine"  # "cosine" (warmup then cosine), "inv_sqrt" or "constant" (after warmup)
     warmup_steps: int = 0  # linear warmup from 0 to lr
     decay_steps: int = 0  # length of the cosine decay; 0: train.max_steps
-    weight_decay: float = 0.0  # decoupled with adamw, L2 with adam
+    weight_decay: float = 0.0  # decoupled with adamw and lamb, L2 with adam
     beta1: float = 0.9  # Adam beta1
     beta2: float = 0.999  # Adam beta2
     eps: float = 1e-8  # Adam epsilon

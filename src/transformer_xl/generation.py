@@ -16,6 +16,9 @@ Two calls:
       model, tokenizer = load_model_and_tokenizer("runs/wt103")
       out = generate_text(model, tokenizer, "The meaning of life is", max_new_tokens=40, top_p=0.9, seed=1)
       print(out.full_text)
+
+* :func:`generate_batch` continues several prompts of different lengths at once and returns each one's new
+  ids: row ``i`` gets exactly what :func:`generate` gives for prompt ``i`` alone (with seed ``seed + i``).
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ import torch
 from torch import Tensor
 
 from .config import Span, TransformerXLError
-from .model import TransformerXLLM
+from .model import Memory, TransformerXLLM
 from .runner import SegmentRunner, call_span
 
-__all__ = ["Generation", "Generator", "encode_prompt", "generate", "generate_text", "sample_next"]
+__all__ = ["Generation", "Generator", "encode_prompt", "generate", "generate_batch", "generate_text", "sample_next"]
 
 Prompt = Union[str, Sequence[int], Tensor, np.ndarray]
 
@@ -192,6 +195,128 @@ def _sample(model: TransformerXLLM, prompt: list[int], *, max_new_tokens: int, t
         if token == stop_id:
             return
         log_probs = state.feed([token])
+
+
+def generate_batch(model: TransformerXLLM, prompts: Sequence[Prompt] | Tensor | np.ndarray, *, max_new_tokens: int,
+                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                   seed: int | Sequence[int] | None = None, span: Span | None = None, seg_len: int | None = None,
+                   mem_len: int | None = None, clamp_len: int | None = None, same_length: bool | None = None,
+                   stop_id: int | None = None, tokenizer: Any = None) -> list[list[int]]:
+    """Continue several prompts at once; the new ids of each, in the order of ``prompts``.
+
+    Row ``i`` is what :func:`generate` gives for ``prompts[i]`` alone with the same span and ``seed + i``
+    (or ``seed[i]`` when ``seed`` is a sequence; None draws from torch's global generator): the same
+    arithmetic, only batched. Each prompt is read in segments of ``seg_len`` from its own start, exactly as
+    alone (prompts of equal length share those forwards); the memories are then left-padded to one length,
+    with ``Memory.padding`` masking the padded positions, and every new token of all rows is one forward of
+    the batch. A row ends at ``stop_id`` (included) and leaves the batch; the others go on. With
+    ``mem_len`` 0 (no memory to pad) the rows are generated one after the other.
+
+    ``prompts``: a list of prompts as :func:`generate` takes them (ids, 1-D tensors or arrays, or strings
+    with ``tokenizer``), or a (B, T) tensor or array of B prompts of equal length.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise TransformerXLError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens}")
+    _check_sampling(temperature, top_k, top_p)
+    if isinstance(prompts, (Tensor, np.ndarray)) and prompts.ndim == 2:
+        prompts = list(prompts)
+    if isinstance(prompts, (str, bytes, Tensor, np.ndarray)) or not isinstance(prompts, Sequence) or any(
+            isinstance(p, (int, np.integer)) for p in prompts):
+        raise TransformerXLError("generate_batch takes a list of prompts (each a list of ids, a 1-D tensor or a "
+                                 "string); for a single prompt use generate()")
+    rows = [_prompt_ids(p, tokenizer, model.config.n_token) for p in prompts]
+    seeds = _row_seeds(seed, len(rows))
+    resolved = call_span(model, span, seg_len=seg_len, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length)
+    if not rows or max_new_tokens == 0:
+        return [[] for _ in rows]
+    if resolved.mem_len == 0:  # a sliding window per row, nothing carried: one row at a time
+        return [list(_sample(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                             top_p=top_p, seed=row_seed, span=resolved, seg_len=None, mem_len=None,
+                             clamp_len=None, same_length=None, stop_id=stop_id, generator=None))
+                for ids, row_seed in zip(rows, seeds)]
+    rngs = [None if s is None else torch.Generator().manual_seed(s) for s in seeds]
+    model.eval()
+    device = next(model.parameters()).device
+    outputs: list[list[int]] = [[] for _ in rows]
+    with torch.no_grad():
+        log_probs, memory = _read_prompts(model, rows, resolved, device)
+        runner = SegmentRunner(model, span=resolved, memory=memory)
+        active = list(range(len(rows)))  # the prompt index of each row of the batch
+        for step in range(max_new_tokens):
+            table = log_probs.float().cpu()  # sampled on the CPU, as generate() does
+            tokens = [sample_next(table[j], temperature=temperature, top_k=top_k, top_p=top_p, generator=rngs[r])
+                      for j, r in enumerate(active)]
+            for r, token in zip(active, tokens):
+                outputs[r].append(token)
+            if step == max_new_tokens - 1:
+                break
+            keep = [j for j, token in enumerate(tokens) if token != stop_id]
+            if not keep:
+                break
+            if len(keep) < len(active):  # finished rows leave the batch (and their memory with them)
+                runner.memory = runner.memory.rows(torch.tensor(keep, device=device))
+                active, tokens = [active[j] for j in keep], [tokens[j] for j in keep]
+            out = runner.step(torch.tensor(tokens, device=device).unsqueeze(1), return_hidden=True)  # (B', 1)
+            log_probs = model.crit.log_probs(out.hidden[:, -1])  # (B', V)
+    return outputs
+
+
+def _row_seeds(seed: int | Sequence[int] | None, n: int) -> list[int | None]:
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return [int(seed) + i for i in range(n)]
+    seeds = list(seed) if isinstance(seed, Sequence) else None
+    if seeds is None or len(seeds) != n or not all(isinstance(s, (int, np.integer)) for s in seeds):
+        raise TransformerXLError(f"seed must be an integer (row i uses seed + i) or one integer per prompt "
+                                 f"({n}), got {seed!r}")
+    return [int(s) for s in seeds]
+
+
+def _read_prompts(model: TransformerXLLM, rows: list[list[int]], span: Span,
+                  device: torch.device) -> tuple[Tensor, Memory]:
+    """Read every prompt in segments from its own start (prompts of one length together): the (B, V)
+    log-probs of each row's next token and one memory, each row's states right-aligned behind
+    ``padding`` empty positions."""
+    by_length: dict[int, list[int]] = {}
+    for index, ids in enumerate(rows):
+        by_length.setdefault(len(ids), []).append(index)
+    order: list[int] = []
+    parts: list[tuple[Tensor, Memory]] = []
+    for length, indices in by_length.items():
+        runner = SegmentRunner(model, span=span)
+        x = torch.tensor([rows[i] for i in indices], device=device)  # (k, P)
+        for start in range(0, length, span.seg_len):
+            out = runner.step(x[:, start:start + span.seg_len], return_hidden=True)
+        parts.append((model.crit.log_probs(out.hidden[:, -1]), runner.memory))
+        order.extend(indices)
+    longest = max(memory.length for _, memory in parts)
+
+    def left_pad(t: Tensor, dim: int, n: int) -> Tensor:  # n zero positions before t's along dim
+        if n == 0:
+            return t
+        shape = list(t.shape)
+        shape[dim] = n
+        return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+    states, keys_values, padding = [], [], []
+    for _, memory in parts:
+        pad = longest - memory.length
+        states.append([left_pad(s, 1, pad) for s in memory.states])  # (k, M, C)
+        if memory.keys_values is not None:
+            keys_values.append([(left_pad(k, 2, pad), left_pad(v, 2, pad)) for k, v in memory.keys_values])
+        padding.append(torch.full((memory.batch_size,), pad, dtype=torch.long, device=device))
+    n_layers = len(states[0])
+    kv = None
+    if len(keys_values) == len(parts):  # (k, H, M, D) per layer
+        kv = tuple((torch.cat([p[i][0] for p in keys_values]), torch.cat([p[i][1] for p in keys_values]))
+                   for i in range(n_layers))
+    pads = torch.cat(padding)
+    memory = Memory(tuple(torch.cat([p[i] for p in states]) for i in range(n_layers)), kv,
+                    pads if bool(pads.any()) else None)
+    back = torch.argsort(torch.tensor(order, device=device))  # batch row of each prompt
+    log_probs = torch.cat([lp for lp, _ in parts])[back]
+    return log_probs, memory.rows(back)
 
 
 @dataclass(frozen=True)

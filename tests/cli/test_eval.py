@@ -90,3 +90,16 @@ def test_eval_scores_the_whole_split_unless_max_tokens_is_on_its_command_line(tr
     part = json.loads(out.strip().splitlines()[-1])
     assert part["n_tokens"] == 30 and part["n_available"] == n and part["partial"] is True
     assert f"scored 30 of {n:,} tokens (PARTIAL" in out
+
+
+def test_a_checkpoint_without_vocabulary_is_scored_with_a_note(capsys) -> None:
+    """Equal sizes prove nothing about ids (a converted text8 model and our text8 both have 27 symbols)."""
+    from transformer_xl.analysis import check_vocabulary
+    from transformer_xl.data.vocab import Vocabulary
+
+    vocab = Vocabulary.byte_level()  # any data vocabulary
+    check_vocabulary(None, vocab, len(vocab), checkpoint="models/text8-tf", data="data/text8")
+    err = capsys.readouterr().err
+    assert "models/text8-tf has no vocabulary" in err and len(err.strip().splitlines()) == 1
+    check_vocabulary(vocab, vocab, len(vocab), checkpoint="runs/a", data="data/a")
+    assert capsys.readouterr().err == ""

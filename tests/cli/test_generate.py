@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from cli.conftest import with_saved_eval
 from transformer_xl.cli import main
 from transformer_xl.cli.generate import TextStream
@@ -84,3 +86,39 @@ def test_text_stream_continues_the_prompt_line_and_detokenizes_wikitext() -> Non
     stream = TextStream(wiki, context=[1])
     shown = "".join(stream.push(t) for t in ids) + stream.flush()
     assert "Hello" + shown == wiki.decode([1] + ids) == "Hello, world!\n1,000 (Hello),"
+
+
+@pytest.mark.slow
+def test_several_prompts_are_one_batch_equal_to_each_alone(trained_run: Path, tmp_path: Path, capsys) -> None:
+    base = ["generate", "--checkpoint", str(trained_run), "--max-new-tokens", "12", "--seed", "4", "--top-k", "8",
+            "--json"]
+    prompts = ["def f1(x):", "def f2", "    return x * 3 + 1"]
+    alone = []
+    for i, prompt in enumerate(prompts):
+        assert main([*base[:-3], "--seed", str(4 + i), "--top-k", "8", "--json", "--prompt", prompt]) == 0
+        alone.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert main([*base, *(arg for p in prompts for arg in ("--prompt", p)), "--echo"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert [r["ids"] for r in summary["results"]] == [a["ids"] for a in alone]
+    assert [r["text"] for r in summary["results"]] == [a["text"] for a in alone]
+    assert [r["seed"] for r in summary["results"]] == [4, 5, 6] and summary["tokens"] == 36
+    assert captured.out.startswith("### prompt 1/3\n" + prompts[0] + alone[0]["text"] + "\n### prompt 2/3\n")
+    assert "3 prompts of" in captured.err and "one batch" in captured.err
+    # one prompt per line of a file (blank lines skipped, each without its newline): the same batch
+    (tmp_path / "prompts.txt").write_text("\n".join([prompts[0], "", *prompts[1:]]) + "\n", encoding="utf-8")
+    assert main([*base, "--prompts-file", str(tmp_path / "prompts.txt")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"] == summary["results"]
+
+
+def test_several_prompts_errors_are_one_line(trained_run: Path, tmp_path: Path, capsys) -> None:
+    base = ["generate", "--checkpoint", str(trained_run), "--max-new-tokens", "3"]
+    (tmp_path / "blank.txt").write_text("\n  \n", encoding="utf-8")
+    for extra, message in [(["--prompts-file", str(tmp_path / "blank.txt")], "has no prompt"),
+                           (["--prompts-file", str(tmp_path / "missing.txt")], "prompts file not found"),
+                           (["--prompt", "def", "--prompt", ""], "prompt 2/2 is empty")]:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("txl generate: error:") and message in err and err.count("\n") == 1, err
+    with pytest.raises(SystemExit):  # argparse: the prompt sources exclude each other
+        main([*base, "--prompt", "a", "--prompts-file", str(tmp_path / "blank.txt")])

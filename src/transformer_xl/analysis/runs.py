@@ -12,6 +12,7 @@ memory length to each context c.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +37,11 @@ def check_vocabulary(checkpoint_vocab: Any, data_vocab: Any, n_token: int, *, ch
             f"{checkpoint} was trained with another vocabulary than {data} ({checkpoint_vocab.kind}, "
             f"{len(checkpoint_vocab)} symbols vs {data_vocab.kind}, {len(data_vocab)}); prepare the data with "
             f"`txl prepare ... --vocab {checkpoint}/vocab.json`")
+    if checkpoint_vocab is None and data_vocab is not None:
+        # Converted models (e.g. `txl convert --from tf` without --vocab) keep another implementation's ids:
+        # equal sizes prove nothing, so say that the ids are taken on trust.
+        print(f"note: {checkpoint} has no vocabulary; its token ids are assumed to be those of {data} "
+              "(convert it with --vocab to have this checked)", file=sys.stderr, flush=True)
     if data_vocab is not None and len(data_vocab) != n_token:
         raise TransformerXLError(f"{data} has {len(data_vocab)} symbols but the model {checkpoint} predicts "
                                  f"{n_token}: the data was prepared with another vocabulary")

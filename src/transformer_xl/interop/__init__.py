@@ -6,6 +6,8 @@
   builds nothing, vocab.txt) and ours written for Hugging Face; :mod:`.hub`: hub ids through huggingface_hub.
 - :mod:`.original`: the original release's and NVIDIA's pickled PyTorch checkpoints, only behind an
   explicit unsafe flag and through an unpickler restricted to an allow-list of classes.
+- :mod:`.tf`: the original release's TensorFlow checkpoints (the paper's released models), read by the
+  pure-Python checkpoint reader :mod:`.tf_checkpoint` (no TensorFlow needed).
 - :mod:`.export`: a fixed-shape, memory-carrying inference step as a ``torch.export`` program.
 """
 
@@ -14,9 +16,11 @@ from .hf import config_from_hf, config_to_hf, export_hf, import_hf, read_text_vo
 from .hf_vocab import load_hf_vocabulary, read_vocab_pickle, write_hf_vocabulary
 from .hub import resolve_hf_source
 from .original import import_original
+from .tf import import_tf
+from .tf_checkpoint import TFCheckpoint
 
 __all__ = [
-    "StreamingSession", "StreamingStep", "export_streaming", "config_from_hf", "config_to_hf", "export_hf",
-    "import_hf", "import_original", "load_hf_vocabulary", "read_text_vocab", "read_vocab_pickle",
-    "resolve_hf_source", "write_hf_vocabulary", "zero_memory",
+    "StreamingSession", "StreamingStep", "TFCheckpoint", "export_streaming", "config_from_hf", "config_to_hf",
+    "export_hf", "import_hf", "import_original", "import_tf", "load_hf_vocabulary", "read_text_vocab",
+    "read_vocab_pickle", "resolve_hf_source", "write_hf_vocabulary", "zero_memory",
 ]

@@ -58,8 +58,9 @@ class ProjectedAdaptiveLogSoftmax(nn.Module):
         """Weight (V_i, d_i), bias (V_i,) and projection (C, d_i) or None of cluster i (0 = head)."""
         if len(self.out_layers) == 1:
             start, end = self.bounds[i]
-            weight = self.out_layers[0].weight[start:end]
-            bias = self.out_layers[0].bias[start:end]
+            weight, bias = self.out_layers[0].weight, self.out_layers[0].bias
+            if (start, end) != (0, self.n_token):  # a slice's backward copies into a new (V, d) gradient
+                weight, bias = weight[start:end], bias[start:end]
         else:
             weight, bias = self.out_layers[i].weight, self.out_layers[i].bias
         if i == 0 and self.n_clusters > 0:

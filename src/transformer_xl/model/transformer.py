@@ -14,6 +14,7 @@ from .attention import ATTENTION_CLASSES, AttentionContext, attention_mask
 from .embedding import AdaptiveEmbedding, SinusoidPositionEmbedding, relative_positions
 from .layers import DecoderLayer
 from .memory import KeysValues, Memory, as_memory, update_memory
+from .sampled_softmax import LogUniformSampler, sampled_softmax_nll
 from .softmax import ProjectedAdaptiveLogSoftmax
 
 
@@ -22,6 +23,7 @@ class XLOutput:
     """Result of one forward over a segment.
 
     loss: (B, T') per-token negative log-likelihood in input order, when targets were given.
+        With ``config.sample_softmax`` > 0, in training mode with gradients, the sampled-softmax surrogate.
     memory: the :class:`Memory` to pass to the next segment (None when ``mem_len`` is 0). It holds the
         memory's attention keys and values too when the call had ``use_kv_cache=True`` (inference).
     log_probs: (B, T', V) log-probabilities, when ``return_log_probs=True``.
@@ -64,6 +66,8 @@ class TransformerXLLM(nn.Module):
         else:
             self.r_w_bias = self.r_r_bias = None
         self.crit = ProjectedAdaptiveLogSoftmax(config)
+        # training only (forward decides); a plain object: nothing in the state dict
+        self.sampler = LogUniformSampler(config.n_token) if config.sample_softmax > 0 else None
         self._tie_weights()
         self.reset_parameters()
 
@@ -227,7 +231,13 @@ class TransformerXLLM(nn.Module):
         pred = h[:, qlen - n_pred:]  # (B, T', C)
         flat = pred.reshape(-1, config.d_model)  # (B*T', C)
         loss = None
-        if targets is not None:
+        if targets is not None and self.sampler is not None and self.training and torch.is_grad_enabled():
+            # sampled softmax (model/sampled_softmax.py): a training surrogate over the full softmax's own
+            # output weight and bias; evaluation and no-grad calls take the full softmax below
+            weight, bias, proj = self.crit._cluster_params(0)
+            loss = sampled_softmax_nll(flat, targets.reshape(-1).long(), weight, bias, self.sampler,
+                                       config.sample_softmax, proj=proj, dense=self.crit.dense).view(bsz, n_pred)
+        elif targets is not None:
             loss = self.crit(flat, targets.reshape(-1).long()).view(bsz, n_pred)  # (B, T')
         log_probs = self.crit.log_probs(flat).view(bsz, n_pred, -1) if return_log_probs else None
         return XLOutput(loss=loss, memory=new_memory, log_probs=log_probs,

@@ -1,4 +1,4 @@
-"""The optimiser: Adam or AdamW over two parameter groups, one with weight decay and one without.
+"""The optimiser: Adam, AdamW or LAMB over two parameter groups, one with weight decay and one without.
 
 Weight decay pulls matrices and embeddings toward zero. It does not belong on parameters that set an
 offset or a scale: every bias (the Linear biases, the adaptive softmax's ``cluster_bias`` and output
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..config import OptimConfig
+from .lamb import Lamb
 
 __all__ = ["build_optimizer", "parameter_groups"]
 
@@ -48,10 +49,14 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
-    """Adam (weight decay as L2 on the gradient) or AdamW (decoupled decay) over :func:`parameter_groups`.
+    """Adam (weight decay as L2 on the gradient), AdamW (decoupled decay) or LAMB (:class:`Lamb`, NVIDIA's
+    variant: decoupled decay, a per-tensor trust ratio) over :func:`parameter_groups`.
 
     The learning rate is set before every step from :func:`transformer_xl.training.schedule.learning_rate`.
     """
+    groups = parameter_groups(model, optim.weight_decay)
+    betas = (optim.beta1, optim.beta2)
+    if optim.optimizer == "lamb":
+        return Lamb(groups, lr=optim.lr, betas=betas, eps=optim.eps)
     cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
-    return cls(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=(optim.beta1, optim.beta2),
-               eps=optim.eps)
+    return cls(groups, lr=optim.lr, betas=betas, eps=optim.eps)
