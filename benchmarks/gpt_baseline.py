@@ -80,7 +80,7 @@ class GPT(nn.Module):
 def train_gpt(config: GPTConfig, train_tokens: np.ndarray, *, seconds: float, batch_size: int = 12,
               lr: float = 1e-3, lr_min: float = 1e-4, warmup: int = 100, weight_decay: float = 0.1, seed: int = 0,
               on_step: Callable[[int, float, float], None] | None = None) -> tuple[GPT, int]:
-    """Train for ``seconds`` of wall clock (the cosine decays over the steps a short calibration says fit).
+    """Train for ``seconds`` of wall clock (the cosine decays over those seconds, after a warmup in steps).
     ``on_step(step, seconds since start, loss)``. Returns the model and the steps trained."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -110,16 +110,12 @@ def train_gpt(config: GPTConfig, train_tokens: np.ndarray, *, seconds: float, ba
         return loss.item()
 
     start = time.perf_counter()
-    total, n = None, 0
-    while time.perf_counter() - start < seconds:
-        if total is None and n == 10:  # calibrate: the steps that fit the budget at the speed of the first ten
-            total = max(n + 1, int(seconds / ((time.perf_counter() - start) / n)))
-        horizon = total or 10 ** 9
-        if n < warmup:
-            lr_now = lr * (n + 1) / warmup
-        else:
-            progress = min(1.0, (n - warmup) / max(1, horizon - warmup))
-            lr_now = lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * progress))
+    n = 0
+    while (elapsed := time.perf_counter() - start) < seconds:
+        # warmup in steps times a cosine over the wall clock: at the floor when the time is up, as
+        # optim.decay_clock "time" does for the Transformer-XL recipes
+        ramp = min(1.0, (n + 1) / warmup) if warmup > 0 else 1.0
+        lr_now = ramp * (lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * min(1.0, elapsed / seconds))))
         loss = step(lr_now)
         n += 1
         if on_step is not None:

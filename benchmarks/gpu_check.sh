@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything this project checks on a GPU, in one script that fits in 8 minutes on one GPU:
-#   1. the CUDA tests (tests/cuda: SDPA with the positional bias, bf16/fp16 autocast and the grad scaler,
+#   1. the CUDA tests (every test marked `cuda`; tests/cuda: SDPA with the positional bias, bf16/fp16 autocast and the grad scaler,
 #      torch.compile on CUDA, the kv cache, evaluate on CUDA = on the CPU);
 #   2. make bench on CUDA against Hugging Face's TransfoXL (configs C and W, same weights and inputs);
 #   3. a 2-minute wt103-base-shaped training: tokens/s and MFU against the GPU's measured bf16 peak.
@@ -31,7 +31,8 @@ else
 fi
 
 echo "== 1/3 CUDA tests"
-"$PY" -m pytest -p no:cacheprovider -q -m cuda tests/cuda 2>&1 | tee "$OUT/tests.txt"
+# every test marked cuda, wherever it lives
+"$PY" -m pytest -p no:cacheprovider -q -m cuda tests 2>&1 | tee "$OUT/tests.txt"
 
 echo "== 2/3 bench on $DEVICE against Hugging Face"
 "$PY" benchmarks/bench.py --device "$DEVICE" "${BENCH_ARGS[@]}" --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"

@@ -10,7 +10,7 @@ split (evaluation time is not counted):
             mem 64, Adam 5e-4, warmup 100, cosine, clip 0.25, dropout 0.1), evaluated at seg 64 / mem 64;
   c. gpt    a nanoGPT-style GPT (benchmarks/gpt_baseline.py: 4 layers, 128 wide, learned positions, no
             memory) whose window equals recipe a's attention span (seg_len + mem_len).
-Cosine schedules decay over the steps that fit the budget: each recipe is timed for a few steps first.
+Cosine schedules decay over the budget's seconds (optim.decay_clock "time"), reaching their floor when it ends.
 Corpora (bytes): the enwik8 and text8 samples of ../shared/data (90/5/5 % splits) and the demo corpus
 (pystdlib). Writes OUT/results.json, OUT/results.md and OUT/curves.csv (+ a loss-vs-seconds PNG per corpus
 when matplotlib is installed).
@@ -78,17 +78,6 @@ def recipe_config(name: str, recipe_file: Path, *, n_token: int, budget: float, 
     return RunConfig.from_dict({"model": model, **sections})
 
 
-def calibrate(config: RunConfig, tokens: np.ndarray, budget: float) -> int:
-    """Steps that fit ``budget`` at the speed of a short run (the median of steps 3..8)."""
-    import dataclasses
-
-    probe = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=8, max_time=0.0))
-    stamps: list[float] = []
-    train(probe, data={"train": tokens}, progress=False, on_step=lambda step, loss: stamps.append(time.perf_counter()))
-    per_step = float(np.median(np.diff(stamps[2:])))
-    return max(20, int(budget / per_step))
-
-
 def run_xl(name: str, config: RunConfig, corpus, budget: float, curve: list, run_dir: Path) -> dict[str, Any]:
     import dataclasses
     import shutil
@@ -96,8 +85,8 @@ def run_xl(name: str, config: RunConfig, corpus, budget: float, curve: list, run
     from transformer_xl.runtime import load_checkpoint
 
     tokens = corpus.split("train")
-    steps = calibrate(config, tokens, budget)
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=steps))
+    # the cosine decays over the budget's seconds (optim.decay_clock "time"), so it ends at the floor
+    config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, decay_clock="time"))
     start = time.perf_counter()
 
     def on_step(step: int, loss: float) -> None:
@@ -116,8 +105,7 @@ def run_xl(name: str, config: RunConfig, corpus, budget: float, curve: list, run
     test = evaluate(model, corpus.split("test"), batch_size=8, warmup=span["mem_len"], level="byte", **span)
     return {"recipe": name, "steps": result.step, "seconds": seconds,
             "tokens_trained": result.step * config.train.batch_size * config.model.seg_len,
-            "parameters": model.num_parameters(), "test_bpc": test.bpc, "span": test.span.to_dict(),
-            "planned_steps": steps}
+            "parameters": model.num_parameters(), "test_bpc": test.bpc, "span": test.span.to_dict()}
 
 
 def run_gpt(context: int, corpus, budget: float, curve: list) -> dict[str, Any]:
@@ -158,6 +146,21 @@ def plot(curves: list, corpus: str, out: Path) -> Path | None:
     return path
 
 
+def replot(curves_csv: Path, out: Path) -> None:
+    """Draw the loss-versus-seconds picture of every corpus in a curves.csv."""
+    by_corpus: dict[str, list] = {}
+    with open(curves_csv, encoding="utf-8") as handle:
+        next(handle)  # header
+        for line in handle:
+            corpus, recipe, step, seconds, loss = line.rstrip("\n").split(",")
+            by_corpus.setdefault(corpus, []).append((recipe, int(step), float(seconds), float(loss)))
+    for corpus, curves in by_corpus.items():
+        path = plot(curves, corpus, out)
+        if path is None:
+            raise SystemExit("--replot needs matplotlib: pip install -e '.[plot]'")
+        print(path)
+
+
 def machine() -> str:
     try:
         model = next(line.split(":", 1)[1].strip() for line in subprocess.run(
@@ -176,8 +179,13 @@ def main() -> None:
     parser.add_argument("--recipe-file", type=Path, default=ROOT / "configs" / "cpu-7min.toml")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "speedrun")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replot", type=Path, default=None, metavar="CURVES_CSV",
+                        help="only draw OUT/curve-CORPUS.png from a curves.csv an earlier run wrote (needs matplotlib)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        replot(args.replot, args.out)
+        return
     report: dict[str, Any] = {"date": date.today().isoformat(), "machine": machine(), "budget_s": args.budget,
                               "torch": torch.__version__, "corpora": {}}
     all_curves = []

@@ -395,6 +395,7 @@ class DataConfig:
 # === training and evaluation configs (OptimConfig, TrainConfig, EvalConfig) ===
 OPTIMIZERS = ("adam", "adamw", "lamb")
 SCHEDULES = ("cosine", "inv_sqrt", "constant")
+DECAY_CLOCKS = ("steps", "time")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NAN_POLICIES = ("skip", "stop", "ignore")
 # How training reads the prepared training split (transformer_xl.data.streams.make_train_streams): "ordered"
@@ -413,6 +414,7 @@ class OptimConfig:
     schedule: str = "cosine"  # "cosine" (warmup then cosine), "inv_sqrt" or "constant" (after warmup)
     warmup_steps: int = 0  # linear warmup from 0 to lr
     decay_steps: int = 0  # length of the cosine decay; 0: train.max_steps
+    decay_clock: str = "steps"  # cosine over steps, or over "time": train.max_time seconds (resumes included)
     weight_decay: float = 0.0  # decoupled with adamw and lamb, L2 with adam
     beta1: float = 0.9  # Adam beta1
     beta2: float = 0.999  # Adam beta2
@@ -422,6 +424,10 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _require(self.optimizer in OPTIMIZERS, f"optim.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _require(self.schedule in SCHEDULES, f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _require(self.decay_clock in DECAY_CLOCKS,
+                 f"optim.decay_clock must be one of {DECAY_CLOCKS}, got {self.decay_clock!r}")
+        _require(self.decay_clock == "steps" or self.schedule == "cosine",
+                 f"optim.decay_clock 'time' times the cosine decay; optim.schedule is {self.schedule!r}")
         _require(self.lr > 0, f"optim.lr must be positive, got {self.lr!r}")
         _require(0 <= self.lr_min <= self.lr, f"optim.lr_min must be in [0, lr={self.lr}], got {self.lr_min!r}")
         for name in ("warmup_steps", "decay_steps"):
@@ -439,7 +445,8 @@ class TrainConfig:
     batch_size: int = 22  # global number of parallel streams, split evenly over the processes
     grad_accum: int = 1  # chunks per step (original: batch_chunk); each chunk keeps its own memory
     max_steps: int = 1000  # optimiser steps in the whole run
-    max_time: float = 0.0  # seconds; stop and save once exceeded (0: no limit)
+    max_time: float = 0.0  # seconds; stop and save once exceeded (0: no limit); with optim.decay_clock "time"
+    # the whole run's training seconds, resumes included, else this invocation's
     log_every: int = 10  # steps between metric lines
     eval_every: int = 200  # steps between validation runs (0: only at the end)
     eval_batch_size: int = 10  # streams in validation
@@ -517,6 +524,11 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     SECTIONS = {"optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
+
+    def __post_init__(self) -> None:
+        _require(self.optim.decay_clock != "time" or self.train.max_time > 0,
+                 "optim.decay_clock 'time' decays the learning rate over train.max_time: set train.max_time "
+                 "(seconds), or use decay_clock 'steps'")
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "optim": dataclasses.asdict(self.optim),

@@ -185,3 +185,13 @@ def test_attention_dropout_is_active_only_in_training():
 def test_scale_is_one_over_sqrt_d_head():
     attn = XLRelativeAttention(ModelConfig(n_token=5, n_layer=1, n_head=2, d_model=8, d_head=9, d_inner=4))
     assert attn.scale == pytest.approx(1 / math.sqrt(9))
+
+
+@pytest.mark.parametrize("qlen,klen", [(1, 1), (3, 7), (5, 5), (4, 12)])
+def test_the_compile_friendly_rel_shift_agrees_on_every_unmasked_pair(qlen, klen):
+    from transformer_xl.model.attention import _rel_shift_by_padding
+
+    scores = torch.randn(2, 3, qlen, klen, dtype=torch.float64)
+    visible = ~attention_mask(qlen=qlen, mlen=klen - qlen, mem_len=klen - qlen, same_length=False,
+                              device=torch.device("cpu"))
+    assert torch.equal(_rel_shift_by_padding(scores)[..., visible], rel_shift(scores)[..., visible])

@@ -110,3 +110,35 @@ def test_resume_refuses_other_streams(tmp_path: Path) -> None:
     train(tiny_run_config(max_steps=2, streams="varlen"), data=tiny_data(), out=tmp_path)
     with pytest.raises(TransformerXLError, match="trained on varlen streams, now ordered"):
         train(tiny_run_config(max_steps=4, streams="ordered"), data=tiny_data(), out=tmp_path, resume=True)
+
+
+def test_a_time_decayed_run_ends_at_the_floor_and_resumes_its_clock(tmp_path: Path) -> None:
+    """optim.decay_clock 'time': the cosine runs over train.max_time seconds, whatever the step count, and
+    a resumed run continues the clock (the seconds are in the training state) instead of restarting it."""
+    import dataclasses
+
+    from transformer_xl.config import OptimConfig
+
+    def config(max_time: float):
+        base = tiny_run_config(max_steps=10 ** 6, max_time=max_time, eval_every=0, save_every=0)
+        return dataclasses.replace(base, optim=OptimConfig(lr=3e-3, lr_min=3e-4, warmup_steps=1,
+                                                           decay_clock="time"))
+
+    data = tiny_data()
+    result = train(config(1.5), data=data, out=tmp_path)
+    assert result.stopped_early and result.step > 2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    # from the peak down toward the floor within the budget (each rate reads the clock of the step before,
+    # so the last one is at the floor only if steps are short: on a loaded machine they may not be)
+    assert lrs[0] == pytest.approx(3e-3) and lrs[-1] < 1.5e-3
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    seconds = load_training_state(tmp_path / "last")["train_seconds"]
+    assert 1.5 <= seconds < 10
+    # resumed with a larger budget: the clock goes on from `seconds`, so the first rate is already decayed
+    train(config(3.0), data=data, out=tmp_path, resume=True)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    resumed = [r["lr"] for r in rows if "lr" in r and r["step"] > result.step]
+    expected = learning_rate(result.step, config(3.0).optim, max_steps=10 ** 6, seconds=seconds, max_time=3.0)
+    assert resumed[0] == pytest.approx(expected, rel=1e-6) and resumed[0] < 2e-3
+    assert load_training_state(tmp_path / "last")["train_seconds"] >= 3.0

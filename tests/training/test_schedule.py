@@ -35,3 +35,29 @@ def test_decay_steps_and_validation() -> None:
         OptimConfig(schedule="linear")
     with pytest.raises(ConfigError, match="lr_min"):
         OptimConfig(lr=1e-3, lr_min=1.0)
+
+
+def test_time_clock_decays_over_the_seconds_and_ramps_over_the_warmup_steps() -> None:
+    optim = OptimConfig(lr=1.0, lr_min=0.1, warmup_steps=4, decay_clock="time")
+    # the warmup (in steps) multiplies the cosine (in seconds): continuous, whatever the machine's speed
+    assert learning_rate(0, optim, max_steps=10, seconds=0.0, max_time=60.0) == pytest.approx(0.25)
+    assert learning_rate(3, optim, max_steps=10, seconds=0.0, max_time=60.0) == pytest.approx(1.0)
+    assert learning_rate(50, optim, max_steps=10, seconds=30.0, max_time=60.0) == pytest.approx(
+        0.1 + 0.45 * (1 + math.cos(math.pi * 0.5)))
+    # the step count no longer matters after the warmup; the floor is reached when the time is up
+    assert learning_rate(5, optim, max_steps=10, seconds=60.0, max_time=60.0) == pytest.approx(0.1)
+    assert learning_rate(10 ** 6, optim, max_steps=10, seconds=90.0, max_time=60.0) == pytest.approx(0.1)
+    lrs = [learning_rate(s, optim, max_steps=10, seconds=s * 0.5, max_time=60.0) for s in range(4, 130)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_time_clock_validation() -> None:
+    from transformer_xl.config import ModelConfig, RunConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match="decay_clock"):
+        OptimConfig(decay_clock="epochs")
+    with pytest.raises(ConfigError, match="cosine"):
+        OptimConfig(decay_clock="time", schedule="inv_sqrt")
+    with pytest.raises(ConfigError, match="set train.max_time"):
+        RunConfig(model=ModelConfig(n_token=10), optim=OptimConfig(decay_clock="time"))
+    RunConfig(model=ModelConfig(n_token=10), optim=OptimConfig(decay_clock="time"), train=TrainConfig(max_time=5))

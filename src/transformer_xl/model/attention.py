@@ -38,10 +38,24 @@ def rel_shift(scores: Tensor) -> Tensor:
     with j > M + i (the future, always masked) read neighbouring values and must stay masked.
     """
     *lead, qlen, klen = scores.shape
+    if torch.compiler.is_compiling():
+        return _rel_shift_by_padding(scores)
     scores = scores.contiguous()
     strides = list(scores.stride())
     strides[-2] = klen - 1
     return scores.as_strided((*lead, qlen, klen), strides, scores.storage_offset() + qlen - 1)
+
+
+def _rel_shift_by_padding(scores: Tensor) -> Tensor:
+    """:func:`rel_shift` without a strided view, for torch.compile (it cannot trace ``storage_offset``).
+
+    A zero column in front makes each row K + 1 long; read as rows of length T, dropping the first row
+    moves row i left by T - 1 - i: out[..., i, j] = scores[..., i, j + T - 1 - i] wherever that index is
+    in range, which covers every unmasked pair. The future (masked) entries differ from the view's.
+    """
+    *lead, qlen, klen = scores.shape
+    padded = F.pad(scores, (1, 0)).reshape(*lead, klen + 1, qlen)  # (..., K+1, T)
+    return padded[..., 1:, :].reshape(*lead, qlen, klen)
 
 
 def _rel_unshift(grad: Tensor) -> Tensor:

@@ -74,6 +74,13 @@ def any_rank(flags: Tensor, info: DistInfo) -> list[bool]:
     return [value > 0 for value in flags.tolist()]
 
 
+def all_reduce_max(values: Tensor, info: DistInfo) -> list[float]:
+    """The largest value of each entry over all processes (one collective; unchanged in a single process)."""
+    if info.enabled:
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values.tolist()
+
+
 def all_gather_tensor(tensor: Tensor, info: DistInfo) -> list[Tensor]:
     """This tensor from every rank, in rank order (all ranks must pass the same shape)."""
     if not info.enabled:

@@ -115,10 +115,16 @@ class TrainState:
     log_lines: bool = False  # a plain line per metrics row (no progress bar: a log file, nohup)
     start_time: float = field(default_factory=time.perf_counter)
     last_log: float = field(default_factory=time.perf_counter)
+    seconds_before: float = 0.0  # training seconds of the invocations this one resumed
+    clock: float = 0.0  # training seconds of the whole run, as all ranks agreed at the last step
 
     @property
     def params(self) -> list[nn.Parameter]:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def run_seconds(self) -> float:
+        """This rank's training seconds of the whole run so far (earlier invocations included)."""
+        return self.seconds_before + time.perf_counter() - self.start_time
 
 
 @dataclass
@@ -208,6 +214,7 @@ def restore(state: TrainState, saved: dict[str, Any], checkpoint: Path) -> None:
         state.scaler.load_state_dict(saved["scaler"])
     state.streams.load_state_dict(saved["streams"])
     state.step, state.best = int(saved["step"]), saved.get("best_valid_loss")
+    state.seconds_before = state.clock = float(saved.get("train_seconds", 0.0))
     state.last_saved = state.evaluated_at = state.step
     if saved.get("mems") is not None:
         restore_memory(state, saved["mems"])
@@ -257,7 +264,8 @@ def forward_backward(state: TrainState) -> StepOutcome:
     if state.scaler is not None:
         state.scaler.unscale_(state.optimizer)
     grad_norm = nn.utils.clip_grad_norm_(state.params, oc.clip) if oc.clip > 0 else None
-    lr = learning_rate(state.step, oc, max_steps=tc.max_steps)
+    # the time clock reads the seconds every rank agreed on at the previous step: the same rate everywhere
+    lr = learning_rate(state.step, oc, max_steps=tc.max_steps, seconds=state.clock, max_time=tc.max_time)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     return StepOutcome(loss=loss, grad_norm=grad_norm, lr=lr, tokens=tc.batch_size * segment.y.shape[1],
@@ -280,7 +288,11 @@ def agree(state: TrainState, outcome: StepOutcome, signals: StopSignals) -> None
     """Set the outcome's stop, signalled and bad flags as any rank raised them (one collective), so that
     every rank takes the same branch. Without DDP and with nan_policy=ignore there is nothing to sync."""
     tc = state.config.train
-    stop = tc.max_time > 0 and time.perf_counter() - state.start_time >= tc.max_time
+    timed = state.config.optim.decay_clock == "time"
+    seconds = state.run_seconds()
+    # a time-decayed schedule budgets the whole run (resumes included); otherwise max_time is per invocation
+    elapsed = seconds if timed else time.perf_counter() - state.start_time
+    stop = tc.max_time > 0 and elapsed >= tc.max_time
     signalled, bad = signals.received is not None, False
     checked = tc.nan_policy != "ignore"
     if state.info.enabled or checked:
@@ -288,8 +300,12 @@ def agree(state: TrainState, outcome: StepOutcome, signals: StopSignals) -> None
         if checked:  # fp16: the grad scaler already skips overflowing gradients, so check the loss only
             flags = torch.cat([flags, nonfinite(outcome.loss, outcome.grad_norm, state.params,
                                                 grads=state.scaler is None)])
+        if timed and state.info.enabled:  # the ranks' clocks differ a little: agree on the slowest
+            seconds = float(D.all_reduce_max(torch.tensor([seconds], dtype=torch.float64, device=state.device),
+                                             state.info)[0])
         stop, signalled, *rest = D.any_rank(flags, state.info)
         bad = bool(rest and rest[0])
+    state.clock = seconds
     outcome.stop, outcome.signalled, outcome.bad = stop, signalled, bad
 
 
@@ -395,7 +411,16 @@ class StepClock:
 
     def _estimate(self) -> None:
         state, per_step = self.state, self.step_seconds or 0.0
-        left = state.config.train.max_steps - state.step
+        tc = state.config.train
+        left = tc.max_steps - state.step
+        if tc.max_time > 0:  # the time budget may end the run first
+            timed = state.config.optim.decay_clock == "time"
+            seconds_left = tc.max_time - (state.run_seconds() if timed else time.perf_counter() - state.start_time)
+            if per_step * left > seconds_left:
+                left = max(0, int(seconds_left / per_step)) if per_step > 0 else left
+                say(state.info, f"{per_step:.3g} s per step: train.max_time ends the run in about "
+                    f"{_duration(max(0.0, seconds_left))}, after about {left} more steps" + self._load_note())
+                return
         say(state.info, f"{per_step:.3g} s per step: about {_duration(per_step * left)} for the {left} steps left"
             + self._load_note())
 
@@ -476,6 +501,7 @@ def save(state: TrainState, name: str) -> None:
         "streams": state.streams.state_dict(), "mems": gather_memory(state),
         "rng": D.all_gather_object(rng_state(state.device), state.info),
         "data": data_fingerprint(state.data.train),  # a resume on other data is refused (check_same_data)
+        "train_seconds": state.clock,  # the time clock of optim.decay_clock "time" (and max_time) goes on
     }
     target = state.out / name
     if target.is_symlink():  # a checkpoint directory linked elsewhere (another disk): save there, keep the link

@@ -1,4 +1,5 @@
-"""Learning rate as a pure function of the step, so resuming needs nothing but the step number.
+"""Learning rate as a pure function of the step (or of the training seconds, for a time budget), so resuming
+needs nothing but the step number (and the seconds, which the training state saves).
 
 The paper trains with Adam, a linear warmup and cosine annealing to a floor (the original's
 ``--scheduler cosine --warmup_step --eta_min``); inverse square root and constant are the alternatives.
@@ -11,9 +12,21 @@ import math
 from ..config import OptimConfig
 
 
-def learning_rate(step: int, optim: OptimConfig, *, max_steps: int) -> float:
-    """Learning rate for optimiser step ``step`` (0-based) of a run of ``max_steps`` steps."""
+def learning_rate(step: int, optim: OptimConfig, *, max_steps: int, seconds: float = 0.0,
+                  max_time: float = 0.0) -> float:
+    """Learning rate for optimiser step ``step`` (0-based) of a run of ``max_steps`` steps.
+
+    With ``optim.decay_clock == "time"`` the cosine runs over ``max_time`` seconds of training instead:
+    ``seconds`` is how many have passed. The warmup (still in steps) then multiplies the cosine, so the
+    rate is continuous and reaches ``lr_min`` when the time is up, however fast the machine is.
+    """
     warmup = optim.warmup_steps
+    if optim.decay_clock == "time" and optim.schedule == "cosine":
+        if max_time <= 0:
+            raise ValueError("decay_clock 'time' needs max_time > 0")
+        ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        progress = min(1.0, max(0.0, seconds) / max_time)
+        return ramp * (optim.lr_min + 0.5 * (optim.lr - optim.lr_min) * (1.0 + math.cos(math.pi * progress)))
     if warmup > 0 and step < warmup:
         return optim.lr * (step + 1) / warmup  # linear warmup; never 0 at the first step
     if optim.schedule == "constant":
