@@ -49,3 +49,25 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
     for x, y in zip(sm["mems"], dm["mems"]):
         assert x.shape == y.shape
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_share_one_time_clock(tmp_path: Path) -> None:
+    """optim.decay_clock 'time' on 2 ranks: the ranks agree on the clock (the slowest one's) every step and
+    stop together when the budget is spent (a rank left behind would hang the collectives); the rate decays
+    and the agreed seconds are saved."""
+    import dataclasses
+
+    from transformer_xl.config import OptimConfig
+
+    base = tiny_run_config(dropout=0.0, max_steps=10 ** 6, max_time=2.0, batch_size=4, grad_accum=1,
+                           eval_every=0, save_every=0)
+    config = dataclasses.replace(base, optim=OptimConfig(lr=3e-3, lr_min=3e-4, warmup_steps=1, decay_clock="time"))
+    mp.start_processes(ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp"), config.to_dict(), tiny_data()),
+                       nprocs=2, join=True, start_method="spawn")
+    state = load_training_state(tmp_path / "ddp" / "last")
+    assert state["world_size"] == 2 and state["train_seconds"] >= 2.0
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    assert len(lrs) >= 2 and lrs[0] == pytest.approx(3e-3) and lrs[-1] < lrs[0]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
