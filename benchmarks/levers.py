@@ -61,6 +61,21 @@ class MasterWeights:
                 p.grad = None
 
 
+def train_step(runner: SegmentRunner, x: torch.Tensor, y: torch.Tensor, *, precision: str, model: torch.nn.Module,
+               master: MasterWeights | None, optim: torch.optim.Optimizer | None) -> torch.Tensor:
+    """One training step (forward with memory, backward, clip 0.25, Adam); the mean loss."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "autocast"):
+        loss = runner.step(x, y).loss.float().mean()
+    loss.backward()
+    if master:
+        master.step(0.25)
+    else:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+    return loss
+
+
 def _config(name: str, recompute: bool) -> bench.Spec:
     spec = bench.spec_for(name, None)
     if recompute:
@@ -85,15 +100,7 @@ def worker_train(name: str, *, precision: str, compile_model: bool, recompute: b
     for step in range(steps + warmup):
         x, y = data[:, step * seg:(step + 1) * seg], data[:, step * seg + 1:(step + 1) * seg + 1]
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "autocast"):
-            loss = runner.step(x, y).loss.float().mean()
-        loss.backward()
-        if master:
-            master.step(0.25)
-        else:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-            optim.step()
-            optim.zero_grad(set_to_none=True)
+        train_step(runner, x, y, precision=precision, model=model, master=master, optim=optim)
         elapsed = time.perf_counter() - start
         if step >= warmup:
             times.append(elapsed)
@@ -140,15 +147,7 @@ def worker_loss(name: str, *, precision: str, steps: int) -> dict:
     runner, losses = SegmentRunner(model), []
     for step in range(steps):
         x, y = data[:, step * seg:(step + 1) * seg], data[:, step * seg + 1:(step + 1) * seg + 1]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "autocast"):
-            loss = runner.step(x, y).loss.float().mean()
-        loss.backward()
-        if master:
-            master.step(0.25)
-        else:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-            optim.step()
-            optim.zero_grad(set_to_none=True)
+        loss = train_step(runner, x, y, precision=precision, model=model, master=master, optim=optim)
         losses.append(loss.item())
     return {"loss": statistics.mean(losses[-10:])}
 
