@@ -9,15 +9,13 @@ Levers (each row: baseline -> with the lever, medians of ``--repeats`` fresh pro
   bf16_weights   bf16 parameters with fp32 master weights in the optimiser, against bf16 autocast (fp32
                  parameters, each product in bf16); plus the loss of both after 200 steps on real text
                  against fp32 (the lever is only worth having at equal loss: within 1%).
-  recompute      ``model.recompute_attention``: attention probabilities recomputed in backward instead of
-                 kept; training speed and peak resident memory (each process's own peak).
+  (`model.recompute_attention` against HF and without it: `bench.py --workloads train train_recompute`.)
 Every worker process builds the model with the same seed and feeds the same tokens as benchmarks/bench.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -34,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (benchmarks/ is not a package)
 
 from transformer_xl import SegmentRunner, Span  # noqa: E402
-from transformer_xl.config import ModelConfig  # noqa: E402
 
-LEVERS = ("compile", "bf16_weights", "recompute")
+LEVERS = ("compile", "bf16_weights")
 
 
 # Master weights -----------------------------------------------------------------------------------
@@ -76,19 +73,10 @@ def train_step(runner: SegmentRunner, x: torch.Tensor, y: torch.Tensor, *, preci
     return loss
 
 
-def _config(name: str, recompute: bool) -> bench.Spec:
-    spec = bench.spec_for(name, None)
-    if recompute:
-        if "recompute_attention" not in {f.name for f in dataclasses.fields(ModelConfig)}:
-            raise SystemExit("this checkout has no model.recompute_attention")
-        spec = bench.Spec(dataclasses.replace(spec.config, recompute_attention=True), spec.batch_size)
-    return spec
-
-
-def worker_train(name: str, *, precision: str, compile_model: bool, recompute: bool, steps: int,
+def worker_train(name: str, *, precision: str, compile_model: bool, steps: int,
                  warmup: int) -> dict:
     """Median step time of training (forward, backward, clip, Adam) with memory carried."""
-    spec = _config(name, recompute)
+    spec = bench.spec_for(name, None)
     config, batch, seg = spec.config, spec.batch_size, spec.config.seg_len
     model = bench.build("ours", config).train()
     master = MasterWeights(model, 2.5e-4) if precision == "bf16_weights" else None
@@ -185,17 +173,14 @@ def med(results: list[dict], key: str) -> float:
 
 def pairs(config: str, lever: str, steps: int) -> list[tuple[str, dict, dict]]:
     """(label, baseline worker, lever worker) for one lever on one config."""
-    train = dict(kind="train", name=config, steps=steps, warmup=3, recompute=False, compile_model=False)
+    train = dict(kind="train", name=config, steps=steps, warmup=3, compile_model=False)
     if lever == "compile":
         return [("train fp32", {**train, "precision": "fp32"}, {**train, "precision": "fp32", "compile_model": True}),
                 ("train bf16", {**train, "precision": "autocast"},
                  {**train, "precision": "autocast", "compile_model": True}),
                 ("eval640", dict(kind="eval", name=config, steps=steps, compile_model=False),
                  dict(kind="eval", name=config, steps=steps, compile_model=True))]
-    if lever == "bf16_weights":
-        return [("train bf16", {**train, "precision": "autocast"}, {**train, "precision": "bf16_weights"})]
-    return [("train fp32", {**train, "precision": "fp32"}, {**train, "precision": "fp32", "recompute": True}),
-            ("train bf16", {**train, "precision": "autocast"}, {**train, "precision": "autocast", "recompute": True})]
+    return [("train bf16", {**train, "precision": "autocast"}, {**train, "precision": "bf16_weights"})]
 
 
 def main() -> None:

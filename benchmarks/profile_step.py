@@ -18,7 +18,6 @@ import collections
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -49,25 +48,6 @@ def category(name: str) -> str:
     return "other"
 
 
-def matmul_peak(dtype: torch.dtype) -> float:
-    """GFLOP/s of the best of torch.mm and oneDNN on 2048^3 (as bench.py measures it)."""
-    from transformer_xl.kernels.linear import linear
-
-    n = 2048
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    best = 0.0
-    for fn in (lambda: a @ b, lambda: linear(a, b)):
-        for _ in range(2):
-            fn()
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        best = max(best, 2 * n ** 3 / statistics.median(times) / 1e9)
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="C", help="C, W or a preset name")
@@ -82,7 +62,7 @@ def main() -> None:
     spec = bench.spec_for(args.config, None)
     config, batch, seg = spec.config, spec.batch_size, spec.config.seg_len
     bf16 = args.precision == "bf16"
-    peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32)
+    peak = bench.worker_matmul(args.precision, repeats=5)["gflops"]  # best of torch.mm and oneDNN, 2048^3
     model = bench.build("ours", config).train()
     optim = torch.optim.Adam(model.parameters(), lr=2.5e-4)
     torch.manual_seed(1)

@@ -291,29 +291,7 @@ def _read_prompts(model: TransformerXLLM, rows: list[list[int]], span: Span,
         parts.append((model.crit.log_probs(out.hidden[:, -1]), runner.memory))
         order.extend(indices)
     longest = max(memory.length for _, memory in parts)
-
-    def left_pad(t: Tensor, dim: int, n: int) -> Tensor:  # n zero positions before t's along dim
-        if n == 0:
-            return t
-        shape = list(t.shape)
-        shape[dim] = n
-        return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-    states, keys_values, padding = [], [], []
-    for _, memory in parts:
-        pad = longest - memory.length
-        states.append([left_pad(s, 1, pad) for s in memory.states])  # (k, M, C)
-        if memory.keys_values is not None:
-            keys_values.append([(left_pad(k, 2, pad), left_pad(v, 2, pad)) for k, v in memory.keys_values])
-        padding.append(torch.full((memory.batch_size,), pad, dtype=torch.long, device=device))
-    n_layers = len(states[0])
-    kv = None
-    if len(keys_values) == len(parts):  # (k, H, M, D) per layer
-        kv = tuple((torch.cat([p[i][0] for p in keys_values]), torch.cat([p[i][1] for p in keys_values]))
-                   for i in range(n_layers))
-    pads = torch.cat(padding)
-    memory = Memory(tuple(torch.cat([p[i] for p in states]) for i in range(n_layers)), kv,
-                    pads if bool(pads.any()) else None)
+    memory = Memory.cat([m.left_pad(longest) for _, m in parts])  # each row right-aligned, padding counted
     back = torch.argsort(torch.tensor(order, device=device))  # batch row of each prompt
     log_probs = torch.cat([lp for lp, _ in parts])[back]
     return log_probs, memory.rows(back)

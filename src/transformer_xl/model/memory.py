@@ -59,9 +59,41 @@ class Memory:
 
     @staticmethod
     def cat(memories: Sequence["Memory"]) -> "Memory":
-        """Streams of several memories of the same length side by side (hidden states only)."""
+        """Streams of several memories of the same length side by side; keys/values when every one has
+        them, and the padding of each row (None when no row is padded)."""
         layers = len(memories[0].states)
-        return Memory(tuple(torch.cat([m.states[i] for m in memories], dim=0) for i in range(layers)))
+        states = tuple(torch.cat([m.states[i] for m in memories], dim=0) for i in range(layers))
+        kv = None
+        if all(m.keys_values is not None for m in memories):
+            kv = tuple((torch.cat([m.keys_values[i][0] for m in memories]),
+                        torch.cat([m.keys_values[i][1] for m in memories])) for i in range(layers))
+        padding = None
+        if any(m.padding is not None for m in memories):
+            padding = torch.cat([m.row_padding() for m in memories])
+        return Memory(states, kv, padding)
+
+    def row_padding(self) -> Tensor:
+        """The padding of every row, (B,) long (zeros when there is none)."""
+        device = self.states[0].device
+        if self.padding is None:
+            return torch.zeros(self.batch_size, dtype=torch.long, device=device)
+        return self.padding.expand(self.batch_size).to(device=device, dtype=torch.long)
+
+    def left_pad(self, length: int) -> "Memory":
+        """This memory grown to ``length`` positions by empty ones in front, counted in ``padding``."""
+        pad = length - self.length
+        if pad < 0:
+            raise ValueError(f"cannot pad a memory of {self.length} positions to {length}")
+        if pad == 0:
+            return self
+
+        def grow(t: Tensor, dim: int) -> Tensor:  # pad zero positions before t along dim
+            shape = list(t.shape)
+            shape[dim] = pad
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        kv = None if self.keys_values is None else tuple((grow(k, 2), grow(v, 2)) for k, v in self.keys_values)
+        return Memory(tuple(grow(s, 1) for s in self.states), kv, self.row_padding() + pad)
 
 
 def as_memory(memory: Memory | Sequence[Tensor] | None) -> Memory | None:

@@ -126,6 +126,13 @@ class TrainState:
         """This rank's training seconds of the whole run so far (earlier invocations included)."""
         return self.seconds_before + time.perf_counter() - self.start_time
 
+    def budget_seconds(self) -> float:
+        """Seconds counted against train.max_time: a time-decayed schedule budgets the whole run (resumes
+        included), otherwise max_time is per invocation."""
+        if self.config.optim.decay_clock == "time":
+            return self.run_seconds()
+        return time.perf_counter() - self.start_time
+
 
 @dataclass
 class StepOutcome:
@@ -290,9 +297,7 @@ def agree(state: TrainState, outcome: StepOutcome, signals: StopSignals) -> None
     tc = state.config.train
     timed = state.config.optim.decay_clock == "time"
     seconds = state.run_seconds()
-    # a time-decayed schedule budgets the whole run (resumes included); otherwise max_time is per invocation
-    elapsed = seconds if timed else time.perf_counter() - state.start_time
-    stop = tc.max_time > 0 and elapsed >= tc.max_time
+    stop = tc.max_time > 0 and state.budget_seconds() >= tc.max_time
     signalled, bad = signals.received is not None, False
     checked = tc.nan_policy != "ignore"
     if state.info.enabled or checked:
@@ -414,8 +419,7 @@ class StepClock:
         tc = state.config.train
         left = tc.max_steps - state.step
         if tc.max_time > 0:  # the time budget may end the run first
-            timed = state.config.optim.decay_clock == "time"
-            seconds_left = tc.max_time - (state.run_seconds() if timed else time.perf_counter() - state.start_time)
+            seconds_left = tc.max_time - state.budget_seconds()
             if per_step * left > seconds_left:
                 left = max(0, int(seconds_left / per_step)) if per_step > 0 else left
                 say(state.info, f"{per_step:.3g} s per step: train.max_time ends the run in about "
