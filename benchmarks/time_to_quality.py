@@ -2,6 +2,8 @@
 
     python benchmarks/time_to_quality.py                          # make speedrun: 3 corpora x 3 recipes, 7 min each
     python benchmarks/time_to_quality.py --corpora enwik8 --budget 120 --out runs/speedrun-2min
+    # tuning a candidate recipe: ours only, scored on the validation split (the test split stays unseen)
+    python benchmarks/time_to_quality.py --recipes ours --split valid --set model.dropout=0.1 --out runs/tune-a
 
 Recipes, each trained for ``--budget`` seconds on the same training split, then scored on the whole test
 split (evaluation time is not counted):
@@ -58,8 +60,24 @@ def prepared(corpus: str, work: Path):
     return prepare_corpus(kind, path, work / "data" / corpus, level="byte", progress=False)
 
 
-def recipe_config(name: str, recipe_file: Path, *, n_token: int, budget: float, seed: int) -> RunConfig:
-    """The run config of recipe ours / paper, with max_steps left to the calibration."""
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``section.key=value`` (value parsed as TOML: 0.1, 128, true, "fp32") -> (section, key, value)."""
+    import tomllib
+
+    name, sep, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise SystemExit(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. model.dropout=0.1")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()  # a bare word: a string
+    return section, key, parsed
+
+
+def recipe_config(name: str, recipe_file: Path, *, n_token: int, budget: float, seed: int,
+                  overrides: tuple[str, ...] = ()) -> RunConfig:
+    """The run config of recipe ours / paper (``overrides`` change ours only)."""
     if name == "paper":
         model = ModelConfig(n_token=n_token, n_layer=4, d_model=256, n_head=8, d_head=32, d_inner=1024,
                             dropout=0.1, attn_dropout=0.0, seg_len=64, mem_len=64)
@@ -73,12 +91,16 @@ def recipe_config(name: str, recipe_file: Path, *, n_token: int, budget: float, 
     model.update(data.pop("model", {}))
     model["n_token"] = n_token
     sections = {k: dict(v) for k, v in data.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        (model if section == "model" else sections.setdefault(section, {}))[key] = value
     sections.setdefault("train", {}).update(max_steps=10 ** 6, max_time=budget, eval_every=0, save_every=0,
                                             log_every=10 ** 6, seed=seed, tensorboard=False)
     return RunConfig.from_dict({"model": model, **sections})
 
 
-def run_xl(name: str, config: RunConfig, corpus, budget: float, curve: list, run_dir: Path) -> dict[str, Any]:
+def run_xl(name: str, config: RunConfig, corpus, budget: float, curve: list, run_dir: Path,
+           split: str = "test") -> dict[str, Any]:
     import dataclasses
     import shutil
 
@@ -102,21 +124,21 @@ def run_xl(name: str, config: RunConfig, corpus, budget: float, curve: list, run
         span["clamp_len"] = config.eval.clamp_len
     if config.eval.same_length is not None:
         span["same_length"] = config.eval.same_length
-    test = evaluate(model, corpus.split("test"), batch_size=8, warmup=span["mem_len"], level="byte", **span)
+    test = evaluate(model, corpus.split(split), batch_size=8, warmup=span["mem_len"], level="byte", **span)
     return {"recipe": name, "steps": result.step, "seconds": seconds,
             "tokens_trained": result.step * config.train.batch_size * config.model.seg_len,
-            "parameters": model.num_parameters(), "test_bpc": test.bpc, "span": test.span.to_dict()}
+            "parameters": model.num_parameters(), "bpc": test.bpc, "split": split, "span": test.span.to_dict()}
 
 
-def run_gpt(context: int, corpus, budget: float, curve: list) -> dict[str, Any]:
+def run_gpt(context: int, corpus, budget: float, curve: list, split: str = "test") -> dict[str, Any]:
     vocab = len(corpus.vocab)
     config = GPTConfig(vocab=vocab, context=context)
     model, steps = train_gpt(config, corpus.split("train"), seconds=budget,
                              on_step=lambda step, seconds, loss: curve.append(("gpt", step, seconds, loss)))
     seconds = curve[-1][2] if curve else budget
-    nll = evaluate_gpt(model, corpus.split("test"))
+    nll = evaluate_gpt(model, corpus.split(split))
     return {"recipe": "gpt", "steps": steps, "seconds": seconds, "tokens_trained": steps * 12 * context,
-            "parameters": sum(p.numel() for p in model.parameters()), "test_bpc": nll / LN2,
+            "parameters": sum(p.numel() for p in model.parameters()), "bpc": nll / LN2, "split": split,
             "span": {"context": context}}
 
 
@@ -179,30 +201,40 @@ def main() -> None:
     parser.add_argument("--recipe-file", type=Path, default=ROOT / "configs" / "cpu-7min.toml")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "speedrun")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=("test", "valid"), default="test",
+                        help="split scored after training (tune on valid, report test)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change recipe ours, e.g. --set model.dropout=0.1 (repeatable; for tuning)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--replot", type=Path, default=None, metavar="CURVES_CSV",
                         help="only draw OUT/curve-CORPUS.png from a curves.csv an earlier run wrote (needs matplotlib)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.replot:
         replot(args.replot, args.out)
         return
     report: dict[str, Any] = {"date": date.today().isoformat(), "machine": machine(), "budget_s": args.budget,
+                              "split": args.split, "overrides": args.overrides,
                               "torch": torch.__version__, "corpora": {}}
     all_curves = []
     for corpus_name in args.corpora:
         corpus = prepared(corpus_name, args.out)
         n_token = len(corpus.vocab)
-        ours = recipe_config("ours", args.recipe_file, n_token=n_token, budget=args.budget, seed=args.seed)
+        ours = recipe_config("ours", args.recipe_file, n_token=n_token, budget=args.budget, seed=args.seed,
+                             overrides=tuple(args.overrides))
         rows, curves = [], []
         for recipe in args.recipes:
             print(f"== {corpus_name}: {recipe} for {args.budget:.0f} s", flush=True)
             if recipe == "gpt":
-                row = run_gpt(ours.model.seg_len + ours.model.mem_len, corpus, args.budget, curves)
+                row = run_gpt(ours.model.seg_len + ours.model.mem_len, corpus, args.budget, curves, args.split)
             else:
                 config = ours if recipe == "ours" else recipe_config("paper", args.recipe_file, n_token=n_token,
                                                                      budget=args.budget, seed=args.seed)
-                row = run_xl(recipe, config, corpus, args.budget, curves, args.out / "runs" / corpus_name / recipe)
-            print(f"   {row['steps']} steps, {row['tokens_trained']:,} tokens, test {row['test_bpc']:.4f} bpc",
+                row = run_xl(recipe, config, corpus, args.budget, curves, args.out / "runs" / corpus_name / recipe,
+                             args.split)
+            print(f"   {row['steps']} steps, {row['tokens_trained']:,} tokens, {args.split} {row['bpc']:.4f} bpc",
                   flush=True)
             rows.append(row)
         picture = plot(curves, corpus_name, args.out)
@@ -213,11 +245,11 @@ def main() -> None:
         handle.write("corpus,recipe,step,seconds,loss_nats\n")
         handle.writelines(f"{c},{r},{s},{t:.3f},{loss:.5f}\n" for c, r, s, t, loss in all_curves)
     lines = [f"Time to quality, {report['date']}, {report['machine']}, budget {args.budget:.0f} s per recipe.", "",
-             "| corpus | recipe | parameters | steps | tokens trained | test bpc |", "|---|---|---:|---:|---:|---:|"]
+             f"| corpus | recipe | parameters | steps | tokens trained | {args.split} bpc |", "|---|---|---:|---:|---:|---:|"]
     for corpus_name, entry in report["corpora"].items():
         for row in entry["rows"]:
             lines.append(f"| {corpus_name} | {row['recipe']} | {row['parameters']:,} | {row['steps']:,} | "
-                         f"{row['tokens_trained']:,} | {row['test_bpc']:.4f} |")
+                         f"{row['tokens_trained']:,} | {row['bpc']:.4f} |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

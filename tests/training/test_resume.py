@@ -142,3 +142,16 @@ def test_a_time_decayed_run_ends_at_the_floor_and_resumes_its_clock(tmp_path: Pa
     expected = learning_rate(result.step, config(3.0).optim, max_steps=10 ** 6, seconds=seconds, max_time=3.0)
     assert resumed[0] == pytest.approx(expected, rel=1e-6) and resumed[0] < 2e-3
     assert load_training_state(tmp_path / "last")["train_seconds"] >= 3.0
+
+
+def test_a_time_decayed_run_shows_its_seconds_in_the_progress_bar(tmp_path: Path, capsys) -> None:
+    """The bar of a run that train.max_time ends counts seconds to max_time (not to max_steps = 10**6)."""
+    import dataclasses
+
+    from transformer_xl.config import OptimConfig
+
+    base = tiny_run_config(max_steps=10 ** 6, max_time=1.0, eval_every=0, save_every=0)
+    config = dataclasses.replace(base, optim=OptimConfig(lr=3e-3, warmup_steps=1, decay_clock="time"))
+    train(config, data=tiny_data(), out=tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "100%" in err and "| 1/1 s [" in err and "/1000000" not in err

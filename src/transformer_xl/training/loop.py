@@ -620,8 +620,16 @@ def run(state: TrainState, *, progress: bool | None = None, on_step: Callable[[i
     from tqdm.auto import tqdm
 
     tc = state.config.train
-    bar = tqdm(total=tc.max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
-               disable=(not state.info.is_main) or (None if progress is None else not progress))
+    disable = (not state.info.is_main) or (None if progress is None else not progress)
+    # a time-decayed run ends when train.max_time is spent, not at max_steps: its bar counts seconds
+    by_time = tc.max_time > 0 and state.config.optim.decay_clock == "time"
+    if by_time:
+        bar = tqdm(total=tc.max_time, initial=min(state.budget_seconds(), tc.max_time),
+                   desc="train", dynamic_ncols=True, disable=disable,
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
+    else:
+        bar = tqdm(total=tc.max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=disable)
     state.log_lines = bool(bar.disable) and state.info.is_main
     say(state.info, banner(state))
     clock = StepClock(state, expected=expected_step_seconds)
@@ -634,10 +642,10 @@ def run(state: TrainState, *, progress: bool | None = None, on_step: Callable[[i
                 apply_or_skip(state, outcome)
                 clock.record(time.perf_counter() - started)
                 record = log_step(state, outcome)
-                bar.update(1)
+                bar.update(min(state.budget_seconds(), tc.max_time) - bar.n if by_time else 1)
                 if record is not None and record["loss"] is not None:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{outcome.lr:.2e}",
-                                    tok_s=f"{record['tokens_per_s']:.0f}")
+                                    tok_s=f"{record['tokens_per_s']:.0f}", **({"step": state.step} if by_time else {}))
                 check_bad_steps(state, outcome)
                 if on_step is not None:
                     on_step(state.step, float(outcome.loss))
