@@ -399,9 +399,10 @@ DECAY_CLOCKS = ("steps", "time")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NAN_POLICIES = ("skip", "stop", "ignore")
 # How training reads the prepared training split (transformer_xl.data.streams.make_train_streams): "ordered"
-# contiguous streams, "varlen" the paper's variable-length segments, "sentences" whole sentences shuffled per
+# contiguous streams, "rolled" the same over the corpus rotated by a random offset each epoch (small corpora
+# read many times), "varlen" the paper's variable-length segments, "sentences" whole sentences shuffled per
 # epoch (lm1b); "auto" is sentences when the prepared split stores sentence starts (lm1b), else ordered.
-TRAIN_STREAMS = ("auto", "ordered", "varlen", "sentences")
+TRAIN_STREAMS = ("auto", "ordered", "rolled", "varlen", "sentences")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -453,7 +454,7 @@ class TrainConfig:
     eval_max_tokens: int = 0  # tokens of the validation split scored (0: all of it)
     save_every: int = 200  # steps between checkpoints of last/ (0: only at the end)
     seed: int = 1111  # seeds initialisation, dropout, variable segment lengths and the sentence shuffle
-    streams: str = "auto"  # one of TRAIN_STREAMS: "auto", "ordered", "varlen" or "sentences"
+    streams: str = "auto"  # one of TRAIN_STREAMS: "auto", "ordered", "rolled", "varlen" or "sentences"
     precision: str = "fp32"  # "fp32", "bf16" (autocast, CPU or CUDA) or "fp16" (CUDA, with a grad scaler)
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...

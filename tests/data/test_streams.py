@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transformer_xl.config import TransformerXLError
-from transformer_xl.data import OrderedStreams, ShuffledSentenceStreams, VariableLengthStreams, make_train_streams
+from transformer_xl.data import (
+    OrderedStreams,
+    RolledStreams,
+    ShuffledSentenceStreams,
+    VariableLengthStreams,
+    make_train_streams,
+)
 
 FAST = settings(max_examples=30, deadline=None)
 
@@ -64,6 +70,55 @@ def test_variable_lengths_vary_per_epoch_and_resume_exactly() -> None:
     assert len(rest_b) == len(rest_c) and all(torch.equal(p, q) for p, q in zip(rest_b, rest_c))
     with pytest.raises(TransformerXLError, match="seed"):
         VariableLengthStreams(tokens, batch_size=4, seg_len=30, seed=2).load_state_dict(state)
+
+
+@FAST
+@given(n=st.integers(8, 400), batch=st.sampled_from([1, 2, 4]), seg=st.integers(1, 20), world=st.sampled_from([1, 2]),
+       seed=st.integers(0, 3))
+def test_rolled_streams_read_the_rotated_corpus_each_epoch(n, batch, seg, world, seed) -> None:
+    """Epoch 0 is the ordered streams; epoch e reads the corpus rotated by offset(e), wrapping at its end,
+    and the ranks' shards together are that epoch's global batch."""
+    if batch % world or n // batch < 2:
+        return
+    tokens = np.arange(n)
+    S = n // batch
+    streams = RolledStreams(tokens, batch_size=batch, seg_len=seg, seed=seed)
+    epochs = [torch.cat([s.y for s in streams], dim=1) for _ in range(3)]
+    assert torch.equal(epochs[0], torch.cat([s.y for s in OrderedStreams(tokens, batch_size=batch, seg_len=seg)], 1))
+    for e, ys in enumerate(epochs):
+        rotated = np.roll(tokens, -streams.offset(e))[: S * batch].reshape(batch, S)
+        assert torch.equal(ys, torch.from_numpy(rotated[:, 1:]))
+        shards = []
+        for r in range(world):
+            shard = RolledStreams(tokens, batch_size=batch, seg_len=seg, seed=seed, rank=r, world_size=world)
+            for _ in range(e):
+                list(shard)
+            shards.append(torch.cat([s.y for s in shard], dim=1))
+        assert torch.equal(torch.cat(shards, dim=0), ys)
+
+
+def test_rolled_streams_change_contexts_across_epochs_and_resume_exactly() -> None:
+    tokens = np.arange(5000)
+    make = lambda seed=1: RolledStreams(tokens, batch_size=4, seg_len=30, seed=seed)  # noqa: E731
+    a = make()
+    offsets = [a.offset(e) for e in range(1, 6)]
+    assert len(set(offsets)) == 5 and a.offset(0) == 0 and offsets != [make(2).offset(e) for e in range(1, 6)]
+    first, second = [s.x for s in a], [s.x for s in a]
+    assert len(first) == len(second) and not any(torch.equal(p, q) for p, q in zip(first, second))
+    b = make()
+    list(b)  # into epoch 1, where the rotation matters
+    it = iter(b)
+    for _ in range(7):
+        next(it)
+    state = b.state_dict()
+    c = make()
+    c.load_state_dict(state)
+    rest_b, rest_c = [s.x for s in it], [s.x for s in c]
+    assert len(rest_b) == len(rest_c) > 0 and all(torch.equal(p, q) for p, q in zip(rest_b, rest_c))
+    with pytest.raises(TransformerXLError, match="seed"):
+        make(2).load_state_dict(state)
+    with pytest.raises(TransformerXLError, match="trained on rolled streams, now ordered"):
+        OrderedStreams(tokens, batch_size=4, seg_len=30).load_state_dict(state)
 
 
 def sentences_corpus(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +190,7 @@ def test_make_train_streams_picks_the_kind() -> None:
     assert type(make_train_streams("auto", tokens, sentences=starts, **common)) is ShuffledSentenceStreams
     assert type(make_train_streams("ordered", tokens, sentences=starts, **common)) is OrderedStreams
     assert type(make_train_streams("varlen", tokens, **common)) is VariableLengthStreams
+    assert type(make_train_streams("rolled", tokens, **common)) is RolledStreams
     with pytest.raises(TransformerXLError, match="sentence-level corpus"):
         make_train_streams("sentences", tokens, **common)
     with pytest.raises(TransformerXLError, match="ext_len"):

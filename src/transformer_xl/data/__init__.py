@@ -2,7 +2,14 @@
 
 from .cache import PreparedCorpus, load_prepared, prepare_corpus
 from .corpora import CORPORA, CorpusSpec, Source, resolve_corpus
-from .streams import OrderedStreams, Segment, ShuffledSentenceStreams, VariableLengthStreams, make_train_streams
+from .streams import (
+    OrderedStreams,
+    RolledStreams,
+    Segment,
+    ShuffledSentenceStreams,
+    VariableLengthStreams,
+    make_train_streams,
+)
 from .vocab import DataError, Vocabulary
 
 __all__ = [
@@ -10,6 +17,7 @@ __all__ = [
     "CorpusSpec",
     "DataError",
     "OrderedStreams",
+    "RolledStreams",
     "PreparedCorpus",
     "Segment",
     "ShuffledSentenceStreams",

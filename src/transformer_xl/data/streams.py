@@ -22,8 +22,8 @@ from torch import Tensor
 
 from ..config import TRAIN_STREAMS, TransformerXLError
 
-__all__ = ["OrderedStreams", "Segment", "ShuffledSentenceStreams", "TrainStreams", "VariableLengthStreams",
-           "make_train_streams", "train_stream_kind"]
+__all__ = ["OrderedStreams", "RolledStreams", "Segment", "ShuffledSentenceStreams", "TrainStreams",
+           "VariableLengthStreams", "make_train_streams", "train_stream_kind"]
 
 
 @dataclass(frozen=True)
@@ -98,14 +98,20 @@ class OrderedStreams(_ResumableSegments):
         if stream_len < 2:
             raise TransformerXLError(
                 f"{len(tokens)} tokens cannot fill {batch_size} streams of at least 2 tokens")
-        per_rank = batch_size // world_size
-        first = rank * per_rank
-        data = np.asarray(tokens[: stream_len * batch_size]).reshape(batch_size, stream_len)  # (B, S)
-        self.data = torch.from_numpy(np.ascontiguousarray(data[first:first + per_rank]).astype(np.int64))
         self.batch_size, self.seg_len, self.ext_len = batch_size, seg_len, ext_len
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
+        self.data = self._cut(np.asarray(tokens), offset=0, stream_len=stream_len)
         self.position = 0  # next segment to yield within the epoch
         self.epoch = 0
+
+    def _cut(self, tokens: np.ndarray, *, offset: int, stream_len: int) -> Tensor:
+        """This rank's streams (B_local, S) of ``tokens`` read from ``offset`` on, wrapping around the end."""
+        per_rank = self.batch_size // self.world_size
+        start, count = (offset + self.rank * per_rank * stream_len) % len(tokens), per_rank * stream_len
+        part = tokens[start:start + count]
+        if len(part) < count:  # wrapped: the corpus' end is followed by its beginning
+            part = np.concatenate([part, tokens[:count - len(part)]])
+        return torch.from_numpy(np.ascontiguousarray(part).astype(np.int64)).view(per_rank, stream_len)
 
     @property
     def stream_len(self) -> int:
@@ -127,12 +133,45 @@ class OrderedStreams(_ResumableSegments):
 
 
 # --------------------------------------------------------------------------------------------------
-# The paper's variable-length segments and One Billion Word's shuffled sentence streams.
+# Streams rotated every epoch, the paper's variable-length segments and One Billion Word's sentence streams.
 
 
 def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     # Same draw on every rank (they must agree on segment boundaries) and reproducible on resume.
     return np.random.default_rng([seed, epoch])
+
+
+class RolledStreams(OrderedStreams):
+    """Ordered streams over the corpus rotated by a random offset at the start of every epoch after the first.
+
+    In ordered streams every epoch cuts the same segments, puts each token in the same batch row and gives
+    it the same memory, so a run of many epochs over a small corpus can learn those exact contexts by heart.
+    Here epoch e > 0 reads the corpus from a random offset (wrapping around its end): stream starts, segment
+    boundaries and the memory before each token change from epoch to epoch, and the tail that does not fill
+    the streams is a different one each time (the idea of NVIDIA's per-epoch roll). Epoch 0 is exactly the
+    ordered streams. The offset of an epoch is drawn from ``(seed, epoch)``: every rank rotates alike and a
+    resumed run continues at the exact next segment.
+    """
+
+    kind = "rolled"
+    _resume_keys = OrderedStreams._resume_keys + ("seed",)
+
+    def __init__(self, tokens: np.ndarray | Tensor, *, batch_size: int, seg_len: int, ext_len: int = 0,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> None:
+        super().__init__(tokens, batch_size=batch_size, seg_len=seg_len, ext_len=ext_len, rank=rank,
+                         world_size=world_size, device=device)
+        self.tokens, self.seed = np.asarray(tokens), seed
+        self._data_epoch = 0
+
+    def offset(self, epoch: int) -> int:
+        """Where epoch ``epoch`` starts reading the corpus."""
+        return 0 if epoch == 0 else int(_epoch_rng(self.seed, epoch).integers(len(self.tokens)))
+
+    def segment(self, index: int) -> Segment:
+        if self._data_epoch != self.epoch:  # a new epoch (or a resumed one): rotate once
+            self.data = self._cut(self.tokens, offset=self.offset(self.epoch), stream_len=self.stream_len)
+            self._data_epoch = self.epoch
+        return super().segment(index)
 
 
 class VariableLengthStreams(OrderedStreams):
@@ -274,7 +313,7 @@ class ShuffledSentenceStreams(_ResumableSegments):
 # --------------------------------------------------------------------------------------------------
 # What training reads.
 
-TrainStreams = OrderedStreams | VariableLengthStreams | ShuffledSentenceStreams
+TrainStreams = OrderedStreams | RolledStreams | VariableLengthStreams | ShuffledSentenceStreams
 
 
 def train_stream_kind(kind: str, *, has_sentences: bool) -> str:
@@ -297,12 +336,13 @@ def make_train_streams(kind: str, tokens: np.ndarray | Tensor, *, sentences: np.
     starts, from ``PreparedCorpus.sentences("train")``, or None).
 
     - ``ordered``: B contiguous streams read in segments of ``seg_len`` (the original's default);
+    - ``rolled``: ordered streams over the corpus rotated by a random offset every epoch after the first;
     - ``varlen``: the same streams in segments of variable length (the original's ``--varlen``);
     - ``sentences``: whole sentences dealt to B streams in an order shuffled every epoch (the original's
       One Billion Word training);
     - ``auto``: sentences when ``sentences`` is given, else ordered.
 
-    ``seed`` draws the variable lengths and the sentence order; every rank cuts the same global batch and
+    ``seed`` draws the rotations, the variable lengths and the sentence order; every rank cuts the same global batch and
     keeps its own streams.
     """
     kind = train_stream_kind(kind, has_sentences=sentences is not None)
@@ -314,4 +354,6 @@ def make_train_streams(kind: str, tokens: np.ndarray | Tensor, *, sentences: np.
         return ShuffledSentenceStreams(tokens, sentences, shuffle=True, seed=seed, **common)
     if kind == "varlen":
         return VariableLengthStreams(tokens, ext_len=ext_len, seed=seed, **common)
+    if kind == "rolled":
+        return RolledStreams(tokens, ext_len=ext_len, seed=seed, **common)
     return OrderedStreams(tokens, ext_len=ext_len, **common)
