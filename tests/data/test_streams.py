@@ -52,6 +52,24 @@ def test_variable_lengths_are_contiguous_bounded_and_reproducible(n, seg, seed) 
     assert [s.y.shape[1] for s in again] == lengths
 
 
+def assert_resumes_exactly(make, *, skip_epochs: int, skip_segments: int) -> dict:
+    """Read ``skip_epochs`` epochs and ``skip_segments`` segments, save the state, load it into a fresh
+    iterator: both yield the same remaining segments (inputs and targets). Returns the state."""
+    b = make()
+    for _ in range(skip_epochs):
+        list(b)
+    it = iter(b)
+    for _ in range(skip_segments):
+        next(it)
+    state = b.state_dict()
+    c = make()
+    c.load_state_dict(state)
+    rest_b, rest_c = list(it), list(c)
+    assert len(rest_b) == len(rest_c) > 0
+    assert all(torch.equal(p.x, q.x) and torch.equal(p.y, q.y) for p, q in zip(rest_b, rest_c))
+    return state
+
+
 def test_variable_lengths_vary_per_epoch_and_resume_exactly() -> None:
     tokens = np.arange(5000)
     make = lambda: VariableLengthStreams(tokens, batch_size=4, seg_len=30, seed=1)  # noqa: E731
@@ -59,15 +77,7 @@ def test_variable_lengths_vary_per_epoch_and_resume_exactly() -> None:
     first = [s.y.shape[1] for s in a]
     second = [s.y.shape[1] for s in a]
     assert first != second and len(set(first)) > 3
-    b = make()
-    it = iter(b)
-    for _ in range(5):
-        next(it)
-    state = b.state_dict()
-    c = make()
-    c.load_state_dict(state)
-    rest_b, rest_c = [s.y for s in it], [s.y for s in c]
-    assert len(rest_b) == len(rest_c) and all(torch.equal(p, q) for p, q in zip(rest_b, rest_c))
+    state = assert_resumes_exactly(make, skip_epochs=0, skip_segments=5)
     with pytest.raises(TransformerXLError, match="seed"):
         VariableLengthStreams(tokens, batch_size=4, seg_len=30, seed=2).load_state_dict(state)
 
@@ -105,16 +115,7 @@ def test_rolled_streams_change_contexts_across_epochs_and_resume_exactly() -> No
     assert len(set(offsets)) == 5 and a.offset(0) == 0 and offsets != [make(2).offset(e) for e in range(1, 6)]
     first, second = [s.x for s in a], [s.x for s in a]
     assert len(first) == len(second) and not any(torch.equal(p, q) for p, q in zip(first, second))
-    b = make()
-    list(b)  # into epoch 1, where the rotation matters
-    it = iter(b)
-    for _ in range(7):
-        next(it)
-    state = b.state_dict()
-    c = make()
-    c.load_state_dict(state)
-    rest_b, rest_c = [s.x for s in it], [s.x for s in c]
-    assert len(rest_b) == len(rest_c) > 0 and all(torch.equal(p, q) for p, q in zip(rest_b, rest_c))
+    state = assert_resumes_exactly(make, skip_epochs=1, skip_segments=7)  # epoch 1: the rotation matters
     with pytest.raises(TransformerXLError, match="seed"):
         make(2).load_state_dict(state)
     with pytest.raises(TransformerXLError, match="trained on rolled streams, now ordered"):
