@@ -3,7 +3,7 @@
     python benchmarks/time_to_quality.py                          # make speedrun: 3 corpora x 3 recipes, 7 min each
     python benchmarks/time_to_quality.py --corpora enwik8 --budget 120 --out runs/speedrun-2min
     # tuning a candidate recipe: ours only, scored on the validation split (the test split stays unseen)
-    python benchmarks/time_to_quality.py --recipes ours --split valid --set model.dropout=0.1 --out runs/tune-a
+    python benchmarks/time_to_quality.py --recipes ours --split valid --model.dropout 0.1 --out runs/tune-a
 
 Recipes, each trained for ``--budget`` seconds on the same training split, then scored on the whole test
 split (evaluation time is not counted):
@@ -39,7 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpt_baseline import GPTConfig, evaluate_gpt, train_gpt  # noqa: E402  (benchmarks/ is not a package)
 
 from transformer_xl import evaluate, train  # noqa: E402
-from transformer_xl.config import ModelConfig, OptimConfig, RunConfig, TrainConfig, load_toml  # noqa: E402
+from transformer_xl.cli.flags import add_config_flags, overrides  # noqa: E402
+from transformer_xl.config import (  # noqa: E402
+    EvalConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    load_toml,
+)
 from transformer_xl.data import prepare_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +58,7 @@ CORPORA = {
     "pystdlib": ("pystdlib", None),
 }
 RECIPES = ("ours", "paper", "gpt")
+CONFIG_SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
 LN2 = math.log(2)
 
 
@@ -60,24 +69,9 @@ def prepared(corpus: str, work: Path):
     return prepare_corpus(kind, path, work / "data" / corpus, level="byte", progress=False)
 
 
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """``section.key=value`` (value parsed as TOML: 0.1, 128, true, "fp32") -> (section, key, value)."""
-    import tomllib
-
-    name, sep, value = text.partition("=")
-    section, dot, key = name.strip().partition(".")
-    if not sep or not dot or not key:
-        raise SystemExit(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. model.dropout=0.1")
-    try:
-        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = value.strip()  # a bare word: a string
-    return section, key, parsed
-
-
 def recipe_config(name: str, recipe_file: Path, *, n_token: int, budget: float, seed: int,
-                  overrides: tuple[str, ...] = ()) -> RunConfig:
-    """The run config of recipe ours / paper (``overrides`` change ours only)."""
+                  overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+    """The run config of recipe ours / paper (``overrides``, {section: {field: value}}, change ours only)."""
     if name == "paper":
         model = ModelConfig(n_token=n_token, n_layer=4, d_model=256, n_head=8, d_head=32, d_inner=1024,
                             dropout=0.1, attn_dropout=0.0, seg_len=64, mem_len=64)
@@ -91,9 +85,8 @@ def recipe_config(name: str, recipe_file: Path, *, n_token: int, budget: float, 
     model.update(data.pop("model", {}))
     model["n_token"] = n_token
     sections = {k: dict(v) for k, v in data.items()}
-    for text in overrides:
-        section, key, value = parse_override(text)
-        (model if section == "model" else sections.setdefault(section, {}))[key] = value
+    for section, values in (overrides or {}).items():
+        (model if section == "model" else sections.setdefault(section, {})).update(values)
     sections.setdefault("train", {}).update(max_steps=10 ** 6, max_time=budget, eval_every=0, save_every=0,
                                             log_every=10 ** 6, seed=seed, tensorboard=False)
     return RunConfig.from_dict({"model": model, **sections})
@@ -203,12 +196,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", choices=("test", "valid"), default="test",
                         help="split scored after training (tune on valid, report test)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="change recipe ours, e.g. --set model.dropout=0.1 (repeatable; for tuning)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--replot", type=Path, default=None, metavar="CURVES_CSV",
                         help="only draw OUT/curve-CORPUS.png from a curves.csv an earlier run wrote (needs matplotlib)")
+    # recipe ours, changed for tuning with txl train's own flags: --model.dropout 0.1 --optim.weight_decay 0.2
+    for section, cls in CONFIG_SECTIONS.items():
+        add_config_flags(parser, section, cls, skip=("n_token",))
     args = parser.parse_args()
+    changes = {section: values for section in CONFIG_SECTIONS if (values := overrides(args, section))}
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -216,14 +211,14 @@ def main() -> None:
         replot(args.replot, args.out)
         return
     report: dict[str, Any] = {"date": date.today().isoformat(), "machine": machine(), "budget_s": args.budget,
-                              "split": args.split, "overrides": args.overrides,
+                              "split": args.split, "overrides": changes,
                               "torch": torch.__version__, "corpora": {}}
     all_curves = []
     for corpus_name in args.corpora:
         corpus = prepared(corpus_name, args.out)
         n_token = len(corpus.vocab)
         ours = recipe_config("ours", args.recipe_file, n_token=n_token, budget=args.budget, seed=args.seed,
-                             overrides=tuple(args.overrides))
+                             overrides=changes)
         rows, curves = [], []
         for recipe in args.recipes:
             print(f"== {corpus_name}: {recipe} for {args.budget:.0f} s", flush=True)

@@ -622,7 +622,7 @@ def run(state: TrainState, *, progress: bool | None = None, on_step: Callable[[i
     tc = state.config.train
     disable = (not state.info.is_main) or (None if progress is None else not progress)
     # a time-decayed run ends when train.max_time is spent, not at max_steps: its bar counts seconds
-    by_time = tc.max_time > 0 and state.config.optim.decay_clock == "time"
+    by_time = state.config.optim.decay_clock == "time"  # (the config requires max_time > 0 then)
     if by_time:
         bar = tqdm(total=tc.max_time, initial=min(state.budget_seconds(), tc.max_time),
                    desc="train", dynamic_ncols=True, disable=disable,
