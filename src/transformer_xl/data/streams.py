@@ -342,8 +342,8 @@ def make_train_streams(kind: str, tokens: np.ndarray | Tensor, *, sentences: np.
       One Billion Word training);
     - ``auto``: sentences when ``sentences`` is given, else ordered.
 
-    ``seed`` draws the rotations, the variable lengths and the sentence order; every rank cuts the same global batch and
-    keeps its own streams.
+    ``seed`` draws the rotations, the variable lengths and the sentence order; every rank cuts the same
+    global batch and keeps its own streams.
     """
     kind = train_stream_kind(kind, has_sentences=sentences is not None)
     common = dict(batch_size=batch_size, seg_len=seg_len, rank=rank, world_size=world_size, device=device)
