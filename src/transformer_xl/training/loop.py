@@ -46,6 +46,7 @@ from .checkpoint import data_fingerprint, rng_state, save_checkpoint, set_rng_st
 from .data import TrainData, load_data
 from .distributed import say
 from .metrics import MetricsLog
+from .noise import noise_inputs, unigram_distribution
 from .optim import build_optimizer
 from .rundir import claim_run_directory
 from .schedule import learning_rate
@@ -117,6 +118,7 @@ class TrainState:
     last_log: float = field(default_factory=time.perf_counter)
     seconds_before: float = 0.0  # training seconds of the invocations this one resumed
     clock: float = 0.0  # training seconds of the whole run, as all ranks agreed at the last step
+    unigram: Tensor | None = None  # with train.input_noise: the training split's token frequencies
 
     @property
     def params(self) -> list[nn.Parameter]:
@@ -206,6 +208,8 @@ def setup(config: RunConfig, data: TrainData, *, out: Path | None, resume: bool,
     # resumed: drop rows past the checkpoint; --resume starting afresh: drop the dead attempt's rows
     state.metrics = MetricsLog(out, info, tc.tensorboard, resumed_step=state.step if resume else None)
     state.result.step, state.result.best_valid_loss = state.step, state.best
+    if tc.input_noise > 0:
+        state.unigram = unigram_distribution(data.train, mc.n_token, device)
     state.start_time = state.last_log = time.perf_counter()
     return state
 
@@ -259,7 +263,8 @@ def forward_backward(state: TrainState) -> StepOutcome:
     previous = [runner.memory for runner in state.runners]
     state.model.train()
     n = len(state.runners)
-    xs, ys = segment.x.split(segment.x.shape[0] // n), segment.y.split(segment.y.shape[0] // n)
+    inputs = segment.x if state.unigram is None else noise_inputs(segment.x, tc.input_noise, state.unigram)
+    xs, ys = inputs.split(inputs.shape[0] // n), segment.y.split(segment.y.shape[0] // n)
     loss = torch.zeros((), device=state.device)
     for i, (runner, x, y) in enumerate(zip(state.runners, xs, ys)):
         sync = i == n - 1 or not state.info.enabled
