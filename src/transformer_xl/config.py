@@ -456,6 +456,7 @@ class TrainConfig:
     seed: int = 1111  # seeds initialisation, dropout, variable segment lengths and the sentence shuffle
     streams: str = "auto"  # one of TRAIN_STREAMS: "auto", "ordered", "rolled", "varlen" or "sentences"
     input_noise: float = 0.0  # chance of each input token being replaced by a unigram draw (targets kept); 0: off
+    ema_decay: float = 0.0  # > 0: validation and checkpoints use the weights' moving average, decay per step; 0: off
     precision: str = "fp32"  # "fp32", "bf16" (autocast, CPU or CUDA) or "fp16" (CUDA, with a grad scaler)
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
@@ -473,6 +474,7 @@ class TrainConfig:
             _require(isinstance(value, int) and value >= 0, f"train.{name} must be >= 0, got {value!r}")
         _require(self.max_time >= 0, f"train.max_time must be >= 0, got {self.max_time!r}")
         _require(0 <= self.input_noise < 1, f"train.input_noise must be in [0, 1), got {self.input_noise!r}")
+        _require(0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {self.ema_decay!r}")
         _require(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
         _require(self.streams in TRAIN_STREAMS, f"train.streams must be one of {TRAIN_STREAMS}, got {self.streams!r}")
         _require(self.batch_size % self.grad_accum == 0,

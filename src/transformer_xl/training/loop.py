@@ -17,6 +17,9 @@ and W processes on B / W streams each compute the same gradient.
         check_bad_steps(state, outcome)      # train.nan_policy
         interrupt(state, signals) / on_cadence(state)   # save and leave; or validate (best/), save (last/)
     finish(state)                        # a last validation and last/
+
+With train.ema_decay the optimiser steps the training weights while validation, best/ and last/ see their
+moving average (:mod:`.averaging`); a checkpoint's training state keeps the training weights for resume.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from ..pretrained import load_pretrained
 from ..runner import SegmentRunner
 from ..runtime import DistInfo, resolve_device
 from . import distributed as D
+from .averaging import WeightAverage
 from .checkpoint import data_fingerprint, rng_state, save_checkpoint, set_rng_state
 from .data import TrainData, load_data
 from .distributed import say
@@ -119,6 +123,7 @@ class TrainState:
     seconds_before: float = 0.0  # training seconds of the invocations this one resumed
     clock: float = 0.0  # training seconds of the whole run, as all ranks agreed at the last step
     unigram: Tensor | None = None  # with train.input_noise: the training split's token frequencies
+    average: WeightAverage | None = None  # with train.ema_decay: the weights that validation and checkpoints use
 
     @property
     def params(self) -> list[nn.Parameter]:
@@ -203,6 +208,8 @@ def setup(config: RunConfig, data: TrainData, *, out: Path | None, resume: bool,
                        optimizer=optimizer, scaler=torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None,
                        streams=streams, reader=EpochReader(streams), runners=runners,
                        metrics=MetricsLog(None, info, False), result=TrainResult(step=0, out=out))
+    if tc.ema_decay > 0:
+        state.average = WeightAverage(model, tc.ema_decay)
     if saved is not None:
         restore(state, saved, checkpoint)
     # resumed: drop rows past the checkpoint; --resume starting afresh: drop the dead attempt's rows
@@ -215,7 +222,9 @@ def setup(config: RunConfig, data: TrainData, *, out: Path | None, resume: bool,
 
 
 def restore(state: TrainState, saved: dict[str, Any], checkpoint: Path) -> None:
-    """Optimiser, grad scaler, stream position, step, memory and RNG exactly as last/ saved them."""
+    """Optimiser, grad scaler, stream position, step, memory and RNG exactly as last/ saved them; and the
+    training weights under a weight average (the model was loaded with the checkpoint's, the average)."""
+    restore_weights(state, saved, checkpoint)
     try:
         state.optimizer.load_state_dict(saved["optimizer"])
     except ValueError as exc:  # another number or size of parameter groups
@@ -230,6 +239,25 @@ def restore(state: TrainState, saved: dict[str, Any], checkpoint: Path) -> None:
     if saved.get("mems") is not None:
         restore_memory(state, saved["mems"])
     set_rng_state(saved["rng"][state.info.rank], state.device)
+
+
+def restore_weights(state: TrainState, saved: dict[str, Any], checkpoint: Path) -> None:
+    """A checkpoint saved with a weight average holds the average as its model and the weights the optimiser
+    steps as ``training_weights``: training goes on from those (with or without an average now), and the
+    average from the model's. A checkpoint without an average starts one, if asked for, from here."""
+    trained = saved.get("training_weights")
+    if trained is None:
+        return
+    named = dict(state.model.named_parameters())
+    if set(trained) != set(named):
+        raise TransformerXLError(f"cannot resume from {checkpoint}: its training weights name other parameters "
+                                 "than this model's; train into a new --out")
+    average = {name: p.detach().clone() for name, p in named.items()}
+    with torch.no_grad():
+        for name, p in named.items():
+            p.copy_(trained[name])
+    if state.average is not None and saved.get("weight_average") is not None:
+        state.average.load_state_dict(saved["weight_average"], average)
 
 
 def restore_memory(state: TrainState, layers: list[Tensor]) -> None:
@@ -339,6 +367,8 @@ def apply_or_skip(state: TrainState, outcome: StepOutcome) -> None:
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if state.average is not None:
+            state.average.update()
     state.step += 1
     state.pending.append(outcome.loss)
     state.tokens_since_log += outcome.tokens
@@ -353,7 +383,9 @@ def banner(state: TrainState) -> str:
     threads = f", {torch.get_num_threads()} threads" if state.device.type == "cpu" else ""
     return (f"model: {params / 1e6:.2f}M parameters ({mc.n_layer} layers, d_model {mc.d_model}, seg_len {mc.seg_len}, "
             f"mem_len {mc.mem_len}); {tc.batch_size * mc.seg_len:,} tokens per step (batch {tc.batch_size} x "
-            f"{mc.seg_len}); device {device}{threads}, precision {tc.precision}; steps {state.step} -> {tc.max_steps}")
+            f"{mc.seg_len}); device {device}{threads}, precision {tc.precision}"
+            + (f", weight average (decay {tc.ema_decay})" if state.average is not None else "")
+            + f"; steps {state.step} -> {tc.max_steps}")
 
 
 def _duration(seconds: float) -> str:
@@ -512,15 +544,24 @@ def save(state: TrainState, name: str) -> None:
         "data": data_fingerprint(state.data.train),  # a resume on other data is refused (check_same_data)
         "train_seconds": state.clock,  # the time clock of optim.decay_clock "time" (and max_time) goes on
     }
+    if state.average is not None:  # the model saved is the average; resume needs the weights it trains
+        training_state["training_weights"] = {name: w.cpu() for name, w in state.average.training_weights().items()}
+        training_state["weight_average"] = state.average.state_dict()
     target = state.out / name
     if target.is_symlink():  # a checkpoint directory linked elsewhere (another disk): save there, keep the link
         target = target.resolve()
     if state.info.is_main:
-        save_checkpoint(target, model=state.model, run_config=state.config, training_state=training_state,
-                        vocab=state.data.vocab)
+        with averaged(state):
+            save_checkpoint(target, model=state.model, run_config=state.config, training_state=training_state,
+                            vocab=state.data.vocab)
     D.barrier(state.info)
     if name == "last":
         state.last_saved = state.step
+
+
+def averaged(state: TrainState) -> Any:
+    """A block in which the model holds the weights that validation and checkpoints use."""
+    return state.average.applied() if state.average is not None else nullcontext()
 
 
 def validate(state: TrainState) -> float | None:
@@ -530,8 +571,9 @@ def validate(state: TrainState) -> float | None:
     valid, tc = state.data.valid, state.config.train
     if valid is None or len(valid) < 2:
         return None
-    res = evaluate(state.model, valid, batch_size=tc.eval_batch_size, max_tokens=tc.eval_max_tokens,
-                   level=state.data.level, device=state.device, precision=tc.precision, dist_info=state.info)
+    with averaged(state):
+        res = evaluate(state.model, valid, batch_size=tc.eval_batch_size, max_tokens=tc.eval_max_tokens,
+                       level=state.data.level, device=state.device, precision=tc.precision, dist_info=state.info)
     record = {"valid_loss": res.loss, "valid_ppl": res.ppl, "valid_bits_per_token": res.bits_per_token}
     if res.bpc is not None:
         record["valid_bpc"] = res.bpc
