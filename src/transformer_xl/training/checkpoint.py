@@ -2,7 +2,8 @@
 
 A checkpoint is a directory: config.json + model.safetensors (+ vocab.json) as ``save_pretrained``
 writes them, ``run.json`` (the resolved run config) and ``training_state.pt`` (optimiser, step, RNG
-states and memory of every rank, stream position), read back with ``torch.load(weights_only=True)``.
+states and memory of every rank, stream position; with train.ema_decay the weights being trained, since the
+model files hold their average), read back with ``torch.load(weights_only=True)``.
 
 Atomicity: everything is written into a temporary sibling directory and fsynced; then the old
 directory is renamed aside, the new one renamed into place and the old one removed. A crash while
