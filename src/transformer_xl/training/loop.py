@@ -544,14 +544,14 @@ def save(state: TrainState, name: str) -> None:
         "data": data_fingerprint(state.data.train),  # a resume on other data is refused (check_same_data)
         "train_seconds": state.clock,  # the time clock of optim.decay_clock "time" (and max_time) goes on
     }
-    if state.average is not None:  # the model saved is the average; resume needs the weights it trains
-        training_state["training_weights"] = {name: w.cpu() for name, w in state.average.training_weights().items()}
-        training_state["weight_average"] = state.average.state_dict()
     target = state.out / name
     if target.is_symlink():  # a checkpoint directory linked elsewhere (another disk): save there, keep the link
         target = target.resolve()
     if state.info.is_main:
-        with averaged(state):
+        with averaged(state) as trained:
+            if state.average is not None:  # the model saved is the average; resume needs the weights it trains
+                training_state["training_weights"] = {name: w.cpu() for name, w in trained.items()}
+                training_state["weight_average"] = state.average.state_dict()
             save_checkpoint(target, model=state.model, run_config=state.config, training_state=training_state,
                             vocab=state.data.vocab)
     D.barrier(state.info)
