@@ -393,7 +393,7 @@ class DataConfig:
 
 
 # === training and evaluation configs (OptimConfig, TrainConfig, EvalConfig) ===
-OPTIMIZERS = ("adam", "adamw", "lamb")
+OPTIMIZERS = ("adam", "adamw", "lamb", "muon")
 SCHEDULES = ("cosine", "inv_sqrt", "constant")
 DECAY_CLOCKS = ("steps", "time")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -409,7 +409,9 @@ TRAIN_STREAMS = ("auto", "ordered", "rolled", "varlen", "sentences")
 class OptimConfig:
     """Optimiser and learning-rate schedule (the paper: Adam, linear warmup then cosine annealing)."""
 
-    optimizer: str = "adam"  # "adam", "adamw" or "lamb" (NVIDIA's variant: needs a larger lr, e.g. 0.01)
+    # "muon": the decoder layers' matrices take orthogonalised momentum steps sized like AdamW's, the other
+    # parameters AdamW steps, so lr and weight_decay tuned for AdamW carry over (training/muon.py)
+    optimizer: str = "adam"  # "adam", "adamw", "lamb" (NVIDIA's variant: lr ~0.01) or "muon" (Muon + AdamW)
     lr: float = 2.5e-4  # peak learning rate
     lr_min: float = 0.0  # floor the cosine schedule decays to (original: eta_min)
     schedule: str = "cosine"  # "cosine" (warmup then cosine), "inv_sqrt" or "constant" (after warmup)
@@ -420,6 +422,7 @@ class OptimConfig:
     beta1: float = 0.9  # Adam beta1
     beta2: float = 0.999  # Adam beta2
     eps: float = 1e-8  # Adam epsilon
+    momentum: float = 0.95  # Muon's momentum (optimizer "muon"; Nesterov)
     clip: float = 0.25  # gradient norm clipping; 0 disables
 
     def __post_init__(self) -> None:
@@ -435,6 +438,7 @@ class OptimConfig:
             _require(getattr(self, name) >= 0, f"optim.{name} must be >= 0, got {getattr(self, name)!r}")
         _require(self.weight_decay >= 0 and self.clip >= 0 and self.eps > 0,
                  f"optim.weight_decay, clip >= 0 and eps > 0 needed; got {self.weight_decay}, {self.clip}, {self.eps}")
+        _require(0 <= self.momentum < 1, f"optim.momentum must be in [0, 1), got {self.momentum!r}")
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
                  f"optim.beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
 

@@ -196,7 +196,7 @@ def setup(config: RunConfig, data: TrainData, *, out: Path | None, resume: bool,
                                 allow_new_data=allow_new_data)
     checkpoint, saved = found if found is not None else (None, None)
     model = build_model(config, info, device, checkpoint)
-    optimizer = build_optimizer(model, config.optim)
+    optimizer = build_optimizer(model, config.optim, precision=tc.precision)
     ddp = D.wrap_model(model, info, device, find_unused=mc.n_clusters > 0)
     forward: nn.Module = torch.compile(ddp) if tc.compile else ddp
     streams = make_train_streams(tc.streams, data.train, sentences=data.train_sentences, batch_size=tc.batch_size,
