@@ -3,22 +3,16 @@ round trips, the parameter groups, a CLI run that learns, and exact resume."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from cli.conftest import TINY_MODEL, TINY_TRAIN, _prepare
-from training.tiny import tiny_data, tiny_run_config
+from training.optimizer_runs import assert_cli_run_learns, assert_resume_is_exact
 from transformer_xl import ModelConfig, TransformerXLLM
-from transformer_xl.cli import main
-from transformer_xl.config import ConfigError, OptimConfig, RunConfig
-from transformer_xl.training import train
+from transformer_xl.config import ConfigError, OptimConfig
 from transformer_xl.training.lamb import Lamb
 from transformer_xl.training.optim import build_optimizer
 
@@ -151,35 +145,12 @@ def test_build_optimizer_keeps_no_decay_group_at_zero() -> None:
 
 @pytest.mark.slow
 def test_resume_with_lamb_equals_uninterrupted_run(tmp_path: Path) -> None:
-    def config(max_steps: int) -> RunConfig:
-        base = tiny_run_config(max_steps=max_steps)
-        return dataclasses.replace(base, optim=OptimConfig(optimizer="lamb", lr=0.01, eps=1e-6, weight_decay=0.01,
-                                                                 warmup_steps=1, decay_steps=6))
-
-    data = tiny_data()
-    full = train(config(6), data=data, out=tmp_path / "full")
-    first = train(config(3), data=data, out=tmp_path / "split")
-    second = train(config(6), data=data, out=tmp_path / "split", resume=True)
-    assert first.losses + second.losses == full.losses  # exact, no tolerance
-    a = load_file(tmp_path / "full" / "last" / "model.safetensors")
-    b = load_file(tmp_path / "split" / "last" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(tmp_path, OptimConfig(optimizer="lamb", lr=0.01, eps=1e-6, weight_decay=0.01,
+                                                 warmup_steps=1, decay_steps=6))
 
 
 @pytest.mark.slow
 def test_txl_train_with_lamb_learns(tmp_path: Path) -> None:
-    data = _prepare(tmp_path, "char")
-    out = tmp_path / "run"
-    code = main(["train", "--data", str(data), "--out", str(out), *TINY_MODEL, *TINY_TRAIN,
-                 "--train.max_steps", "30", "--train.eval_every", "0", "--train.save_every", "0",
-                 "--optim.optimizer", "lamb", "--optim.lr", "0.1", "--optim.eps", "1e-6",
-                 "--optim.warmup_steps", "4"])
-    assert code == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in rows if "loss" in r]
     # a tiny model's weights have small norms, so LAMB's trust ratio keeps steps small: it needs a larger
     # rate than Adam here (lr 0.01, NVIDIA's for a 16-layer model, barely moves it in 30 steps)
-    assert len(losses) == 30
-    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
-    saved = json.loads((out / "last" / "run.json").read_text())
-    assert saved["optim"]["optimizer"] == "lamb"
+    assert_cli_run_learns(tmp_path, "lamb", "--optim.lr", "0.1", "--optim.eps", "1e-6", "--optim.warmup_steps", "4")

@@ -4,21 +4,15 @@ close to fp32, exact state round trips, the parameter groups, a CLI run that lea
 
 from __future__ import annotations
 
-import dataclasses
 import io
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from cli.conftest import TINY_MODEL, TINY_TRAIN, _prepare
-from training.tiny import tiny_data, tiny_run_config
+from training.optimizer_runs import assert_cli_run_learns, assert_resume_is_exact
 from transformer_xl import ModelConfig, TransformerXLLM
-from transformer_xl.cli import main
-from transformer_xl.config import ConfigError, OptimConfig, RunConfig
-from transformer_xl.training import train
+from transformer_xl.config import ConfigError, OptimConfig
 from transformer_xl.training.muon import Muon, newton_schulz
 from transformer_xl.training.optim import build_optimizer
 
@@ -172,32 +166,10 @@ def test_build_optimizer_gives_muon_the_decoder_matrices_only(tie_weight: bool) 
 
 @pytest.mark.slow
 def test_resume_with_muon_equals_uninterrupted_run(tmp_path: Path) -> None:
-    def config(max_steps: int) -> RunConfig:
-        base = tiny_run_config(max_steps=max_steps)
-        return dataclasses.replace(base, optim=OptimConfig(optimizer="muon", lr=0.01, weight_decay=0.1,
-                                                           warmup_steps=1, decay_steps=6))
-
-    data = tiny_data()
-    full = train(config(6), data=data, out=tmp_path / "full")
-    first = train(config(3), data=data, out=tmp_path / "split")
-    second = train(config(6), data=data, out=tmp_path / "split", resume=True)
-    assert first.losses + second.losses == full.losses  # exact, no tolerance
-    a = load_file(tmp_path / "full" / "last" / "model.safetensors")
-    b = load_file(tmp_path / "split" / "last" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(tmp_path, OptimConfig(optimizer="muon", lr=0.01, weight_decay=0.1, warmup_steps=1,
+                                                 decay_steps=6))
 
 
 @pytest.mark.slow
 def test_txl_train_with_muon_learns(tmp_path: Path) -> None:
-    data = _prepare(tmp_path, "char")
-    out = tmp_path / "run"
-    code = main(["train", "--data", str(data), "--out", str(out), *TINY_MODEL, *TINY_TRAIN,
-                 "--train.max_steps", "30", "--train.eval_every", "0", "--train.save_every", "0",
-                 "--optim.optimizer", "muon", "--optim.lr", "0.01", "--optim.warmup_steps", "4"])
-    assert code == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in rows if "loss" in r]
-    assert len(losses) == 30
-    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
-    saved = json.loads((out / "last" / "run.json").read_text())
-    assert saved["optim"]["optimizer"] == "muon"
+    assert_cli_run_learns(tmp_path, "muon", "--optim.lr", "0.01", "--optim.warmup_steps", "4")
