@@ -20,9 +20,10 @@ same ``lr``; groups say which rule they take with ``"muon": True`` or ``False``.
 ``newton_schulz`` runs five iterations of the quintic ``X <- a X + (b A + c A A) X`` with ``A = X X^T`` on
 ``D / ||D||_F`` (on the wide orientation, so ``A`` is the smaller Gram matrix), coefficients ``(a, b, c) =
 (3.4445, -4.7750, 2.0315)`` (Jordan's, chosen so that small singular values grow fast). Matrices of one
-shape are stacked and iterated as one batch. ``ns_dtype`` sets the precision of the iteration: "float32"
-reproduces ``torch.optim.Muon`` (the tests compare them); bfloat16, as the reference implementation runs it,
-halves its cost on CPUs with bf16 units, and ``build_optimizer`` chooses it for runs in bf16 precision.
+shape are stacked and iterated as one batch. ``ns_dtype`` sets the precision of the iteration: "bfloat16",
+as the reference implementation and ``torch.optim.Muon`` run it, halves its cost on CPUs with bf16 units
+and ``build_optimizer`` chooses it for runs in bf16 precision; "float32" otherwise. The tests compare both
+with ``torch.optim.Muon``: the steps agree to bf16's precision.
 
 The state (``momentum_buffer``, or AdamW's ``step``, ``exp_avg``, ``exp_avg_sq``) round-trips through
 ``state_dict`` exactly, so a resumed run takes bitwise the same steps.

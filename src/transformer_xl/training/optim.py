@@ -43,7 +43,7 @@ def _hidden_matrix(prefix: str, module: nn.Module, name: str) -> bool:
 def parameter_groups(model: nn.Module, weight_decay: float, muon: bool = False) -> list[dict[str, Any]]:
     """Param groups for a torch optimiser: ``decay`` (with ``weight_decay``) then ``no_decay`` (without);
     with ``muon``, first a ``muon`` group (``"muon": True``, with ``weight_decay``) of the decoder layers'
-    weight matrices, and the other groups marked ``"muon": False``.
+    weight matrices (the others take :class:`Muon`'s default rule, which ``build_optimizer`` sets to AdamW).
 
     Each group carries the names of its parameters (``"names"``, kept in the optimiser's state dict). A
     parameter shared by several modules (tied weights) appears once, under the name ``named_parameters``
@@ -52,8 +52,6 @@ def parameter_groups(model: nn.Module, weight_decay: float, muon: bool = False) 
     groups = {"muon": {"group": "muon", "names": [], "params": [], "weight_decay": weight_decay, "muon": True},
               True: {"group": "decay", "names": [], "params": [], "weight_decay": weight_decay},
               False: {"group": "no_decay", "names": [], "params": [], "weight_decay": 0.0}}
-    if muon:
-        groups[True]["muon"] = groups[False]["muon"] = False
     seen: set[int] = set()
     for prefix, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
@@ -77,7 +75,7 @@ def build_optimizer(model: nn.Module, optim: OptimConfig, precision: str = "fp32
     groups = parameter_groups(model, optim.weight_decay, muon=optim.optimizer == "muon")
     betas = (optim.beta1, optim.beta2)
     if optim.optimizer == "muon":
-        return Muon(groups, lr=optim.lr, momentum=optim.momentum, betas=betas, eps=optim.eps,
+        return Muon(groups, lr=optim.lr, momentum=optim.momentum, betas=betas, eps=optim.eps, muon=False,
                     ns_dtype="bfloat16" if precision == "bf16" else "float32")
     if optim.optimizer == "lamb":
         return Lamb(groups, lr=optim.lr, betas=betas, eps=optim.eps)
